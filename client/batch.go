@@ -1,0 +1,118 @@
+package client
+
+import (
+	"io"
+
+	"github.com/gtank/ristretto255"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
+)
+
+// BatchUnblinder is the secret half of a blinded batch. Unblinding a batch
+// costs one scalar inversion in all, not one per item.
+type BatchUnblinder struct {
+	u []*Unblinder // nil where blinding failed
+}
+
+// String implements fmt.Stringer without revealing the blinding scalars.
+func (bu *BatchUnblinder) String() string { return "client.BatchUnblinder(redacted)" }
+
+// Len returns the number of items of the batch.
+func (bu *BatchUnblinder) Len() int { return len(bu.u) }
+
+// Item returns the Unblinder of item i (nil if that item failed to blind).
+func (bu *BatchUnblinder) Item(i int) *Unblinder { return bu.u[i] }
+
+// BlindBatch blinds many identifiers. blinded[i] is nil and errs[i] says why
+// when identifier i cannot be blinded; the others are unaffected.
+func BlindBatch(ids [][]byte) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	return BlindBatchWithRand(ids, nil)
+}
+
+// BlindBatchWithRand is BlindBatch with the blinding scalars drawn from rnd.
+func BlindBatchWithRand(ids [][]byte, rnd io.Reader) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	return blindBatch(len(ids), func(i int) ([]byte, *Unblinder, error) { return BlindWithRand(ids[i], rnd) })
+}
+
+// BlindTransitBatch blinds many pseudonyms in transit (identify, convert).
+func BlindTransitBatch(ts []*pseudonym.Transit) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	return BlindTransitBatchWithRand(ts, nil)
+}
+
+// BlindTransitBatchWithRand is BlindTransitBatch with b drawn from rnd.
+func BlindTransitBatchWithRand(ts []*pseudonym.Transit, rnd io.Reader) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	return blindBatch(len(ts), func(i int) ([]byte, *Unblinder, error) {
+		if ts[i] == nil {
+			return nil, nil, ErrInvalidPoint
+		}
+		return BlindTransitWithRand(ts[i], rnd)
+	})
+}
+
+func blindBatch(n int, one func(int) ([]byte, *Unblinder, error)) ([][]byte, *BatchUnblinder, []error) {
+	blinded := make([][]byte, n)
+	errs := make([]error, n)
+	bu := &BatchUnblinder{u: make([]*Unblinder, n)}
+	for i := range n {
+		blinded[i], bu.u[i], errs[i] = one(i)
+	}
+	return blinded, bu, errs
+}
+
+// invert computes every missing b⁻¹ with one inversion.
+func (bu *BatchUnblinder) invert() {
+	s := make([]*ristretto255.Scalar, len(bu.u))
+	for i, u := range bu.u {
+		if u != nil && u.bInv == nil {
+			u.bInv = ristretto255.NewScalar().Set(u.b)
+			s[i] = u.bInv
+		}
+	}
+	point.InvertAll(s)
+}
+
+// UnblindBatch unblinds the answers to a pseudonymize or convert batch.
+// evaluated[i] and transitInfos[i] answer item i; an item whose answer is
+// missing (nil point), whose blinding failed, or that is invalid gets its
+// own error.
+func (bu *BatchUnblinder) UnblindBatch(evaluated [][]byte, transitInfos []string) ([]*pseudonym.Transit, []error) {
+	out := make([]*pseudonym.Transit, len(bu.u))
+	errs := make([]error, len(bu.u))
+	if len(evaluated) != len(bu.u) || len(transitInfos) != len(bu.u) {
+		for i := range errs {
+			errs[i] = ErrLengthMismatch
+		}
+		return out, errs
+	}
+	bu.invert()
+	for i, u := range bu.u {
+		if u == nil {
+			errs[i] = ErrInvalidPoint
+			continue
+		}
+		out[i], errs[i] = u.Unblind(evaluated[i], transitInfos[i])
+	}
+	return out, errs
+}
+
+// IdentifyBatch unblinds the answers to an identify batch into identifiers.
+func (bu *BatchUnblinder) IdentifyBatch(evaluated [][]byte) ([][]byte, []error) {
+	out := make([][]byte, len(bu.u))
+	errs := make([]error, len(bu.u))
+	if len(evaluated) != len(bu.u) {
+		for i := range errs {
+			errs[i] = ErrLengthMismatch
+		}
+		return out, errs
+	}
+	bu.invert()
+	for i, u := range bu.u {
+		if u == nil {
+			errs[i] = ErrInvalidPoint
+			continue
+		}
+		out[i], errs[i] = u.Identify(evaluated[i])
+	}
+	return out, errs
+}

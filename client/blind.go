@@ -1,0 +1,131 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/gtank/ristretto255"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
+)
+
+// Errors returned by blinding and unblinding. Those of the point package are
+// re-exported so that callers can test them with errors.Is.
+var (
+	// ErrInvalidPoint: the service returned something that is not a valid
+	// point (wrong length, non-canonical, identity).
+	ErrInvalidPoint = point.ErrInvalidPoint
+	// ErrIdentifierTooLong: an identifier over 29 bytes.
+	ErrIdentifierTooLong = point.ErrIdentifierTooLong
+	// ErrEmptyIdentifier: an identifier of zero bytes.
+	ErrEmptyIdentifier = point.ErrEmptyIdentifier
+	// ErrNotIdentifier: identify gave a point that embeds no identifier,
+	// which happens when the transit pseudonym was not made from one.
+	ErrNotIdentifier = point.ErrNotIdentifier
+	// ErrLengthMismatch: a batch call got slices of different lengths.
+	ErrLengthMismatch = errors.New("client: batch lengths differ")
+	// ErrMissingTransitInfo: Unblind was given no transitInfo.
+	ErrMissingTransitInfo = errors.New("client: missing transitInfo")
+)
+
+// Unblinder is the secret half of a blinded request: the blinding scalar b.
+// Keep it until the service answers, never send or log it; it formats as
+// "client.Unblinder(redacted)".
+type Unblinder struct {
+	b    *ristretto255.Scalar
+	bInv *ristretto255.Scalar // computed on first use
+}
+
+// String implements fmt.Stringer without revealing b.
+func (u *Unblinder) String() string { return "client.Unblinder(redacted)" }
+
+// Format implements fmt.Formatter without revealing b, whatever the verb.
+func (u *Unblinder) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, u.String()) }
+
+// LogValue implements slog.LogValuer without revealing b.
+func (u *Unblinder) LogValue() slog.Value { return slog.StringValue(u.String()) }
+
+// Blind embeds an identifier (1 to 29 bytes, normalized with package
+// identifier) into a point M and blinds it: it returns B = b·M, to send to
+// the service's pseudonymize, and the Unblinder that keeps b.
+func Blind(id []byte) (blinded []byte, u *Unblinder, err error) {
+	return BlindWithRand(id, nil)
+}
+
+// BlindWithRand is Blind with the blinding scalar drawn from rnd (64 bytes);
+// crypto/rand when rnd is nil. Only test vectors need another source.
+func BlindWithRand(id []byte, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+	M, err := point.Encode(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return blind(M, rnd)
+}
+
+// BlindTransit blinds a pseudonym in transit, for identify (clients) or
+// convert (owners): it returns B = b·P_T, to send with t.Info, and the
+// Unblinder that keeps b.
+func BlindTransit(t *pseudonym.Transit) (blinded []byte, u *Unblinder, err error) {
+	return BlindTransitWithRand(t, nil)
+}
+
+// BlindTransitWithRand is BlindTransit with b drawn from rnd.
+func BlindTransitWithRand(t *pseudonym.Transit, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+	P, err := point.Decode(t.Point[:])
+	if err != nil {
+		return nil, nil, err
+	}
+	return blind(P, rnd)
+}
+
+func blind(M *ristretto255.Element, rnd io.Reader) ([]byte, *Unblinder, error) {
+	b, err := point.RandomScalar(rnd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return M.ScalarMult(b, M).Bytes(), &Unblinder{b: b}, nil
+}
+
+func (u *Unblinder) inverse() *ristretto255.Scalar {
+	if u.bInv == nil {
+		u.bInv = ristretto255.NewScalar().Invert(u.b)
+	}
+	return u.bInv
+}
+
+func (u *Unblinder) unblind(evaluated []byte) (*ristretto255.Element, error) {
+	Y, err := point.Decode(evaluated)
+	if err != nil {
+		return nil, err
+	}
+	return Y.ScalarMult(u.inverse(), Y), nil
+}
+
+// Unblind turns the service's answer to pseudonymize or convert (the point
+// Y and its transitInfo) into a pseudonym in transit P_T = b⁻¹·Y, to forward
+// to the domain's owner. The client cannot open it.
+func (u *Unblinder) Unblind(evaluated []byte, transitInfo string) (*pseudonym.Transit, error) {
+	if transitInfo == "" {
+		return nil, ErrMissingTransitInfo
+	}
+	P, err := u.unblind(evaluated)
+	if err != nil {
+		return nil, err
+	}
+	t := &pseudonym.Transit{Info: transitInfo}
+	copy(t.Point[:], P.Bytes())
+	return t, nil
+}
+
+// Identify turns the service's answer to identify into the identifier:
+// M = b⁻¹·Y, then the bytes M embeds.
+func (u *Unblinder) Identify(evaluated []byte) ([]byte, error) {
+	M, err := u.unblind(evaluated)
+	if err != nil {
+		return nil, err
+	}
+	return point.Identifier(M)
+}

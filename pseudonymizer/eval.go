@@ -1,0 +1,273 @@
+package pseudonymizer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/gtank/ristretto255"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+)
+
+// ErrSameDomain is returned by Convert when both domains are the same.
+var ErrSameDomain = errors.New("pseudonymizer: convert within one domain")
+
+// Domain is one domain's keys, prepared for evaluation: k and k⁻¹ as
+// scalars and the transit keys ready to seal and open. It is immutable and
+// safe for concurrent use. It never prints its keys.
+type Domain struct {
+	name       string
+	audience   string
+	ttl        time.Duration
+	generation uint64
+	k, kInv    *ristretto255.Scalar
+	transit    *transit.KeySet
+	policy     keys.Policy
+	kids       []string
+}
+
+// NewDomain prepares a domain's keys for evaluation.
+func NewDomain(d *keys.Domain) (*Domain, error) {
+	if d == nil || d.Name == "" || d.Audience == "" {
+		return nil, fmt.Errorf("%w: domain without name or audience", keys.ErrInvalid)
+	}
+	k, err := point.DecodeScalar(d.Scalar)
+	if err != nil {
+		return nil, fmt.Errorf("%w: domain %q: bad scalar", keys.ErrInvalid, d.Name)
+	}
+	raw := make(map[string][]byte, len(d.Transit.Keys))
+	kids := make([]string, 0, len(d.Transit.Keys))
+	for kid, key := range d.Transit.Keys {
+		raw[kid] = key
+		kids = append(kids, kid)
+	}
+	ks, err := transit.NewKeySet(d.Transit.Active, raw)
+	if err != nil || d.Transit.Active == "" {
+		return nil, fmt.Errorf("%w: domain %q: bad transit keys", keys.ErrInvalid, d.Name)
+	}
+	ttl := d.TTL
+	if ttl <= 0 {
+		ttl = keys.DefaultTTL
+	}
+	slices.Sort(kids)
+	return &Domain{
+		name:       d.Name,
+		audience:   d.Audience,
+		ttl:        ttl,
+		generation: d.Generation,
+		k:          k,
+		kInv:       ristretto255.NewScalar().Invert(k),
+		transit:    ks,
+		policy:     d.Policy,
+		kids:       kids,
+	}, nil
+}
+
+// Name returns the domain's name.
+func (d *Domain) Name() string { return d.name }
+
+// Audience returns the URI that names the domain in transitInfo.
+func (d *Domain) Audience() string { return d.audience }
+
+// TTL returns the lifetime of the domain's pseudonyms in transit.
+func (d *Domain) TTL() time.Duration { return d.ttl }
+
+// ActiveKid returns the transit key id new transitInfo values use.
+func (d *Domain) ActiveKid() string { return d.transit.Active() }
+
+// Kids returns the accepted transit key ids, sorted.
+func (d *Domain) Kids() []string { return append([]string(nil), d.kids...) }
+
+// Generation returns the generation of the key material it was made from.
+func (d *Domain) Generation() uint64 { return d.generation }
+
+// Policy returns the domain's authorization policy.
+func (d *Domain) Policy() keys.Policy { return d.policy }
+
+// String describes the domain without its keys.
+func (d *Domain) String() string { return fmt.Sprintf("domain(%s)", d.name) }
+
+// LogValue implements slog.LogValuer without the keys.
+func (d *Domain) LogValue() slog.Value { return slog.StringValue(d.String()) }
+
+// Params are the per-call inputs of an evaluation besides the points.
+type Params struct {
+	// Now is the time transitInfo values are issued and checked at.
+	Now time.Time
+	// Caller is the authenticated principal. A transitInfo bound to a
+	// subject (sub) is only accepted from that caller.
+	Caller string
+	// Sub, when set, binds the transitInfo values produced to that subject.
+	Sub string
+	// Rand supplies the transit scalars and nonces; crypto/rand when nil.
+	// Test vectors pass a deterministic stream.
+	Rand io.Reader
+}
+
+// Evaluated is the service's answer to pseudonymize and convert: a point Y
+// and the transitInfo that carries s for the owner.
+type Evaluated struct {
+	Point       [point.Size]byte
+	TransitInfo string
+}
+
+// Item is one identify or convert input: a blinded transit pseudonym.
+type Item struct {
+	Blinded     []byte
+	TransitInfo string
+}
+
+func (d *Domain) claims(p *Params) *transit.Claims {
+	return &transit.Claims{Aud: d.audience, Iat: p.Now, TTL: d.ttl, Sub: p.Sub}
+}
+
+func (d *Domain) check(p *Params) *transit.Check {
+	return &transit.Check{Aud: d.audience, Now: p.Now, Sub: p.Caller}
+}
+
+// Pseudonymize evaluates one blinded identifier point B: it draws s and
+// returns Y = (s·k)·B with transitInfo = Seal(s). No scalar inversion.
+func (d *Domain) Pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
+	B, err := point.Decode(blinded)
+	if err != nil {
+		return Evaluated{}, err
+	}
+	s, err := point.RandomScalar(p.Rand)
+	if err != nil {
+		return Evaluated{}, err
+	}
+	ti, err := d.transit.Seal(s, d.claims(p), p.Rand)
+	if err != nil {
+		return Evaluated{}, err
+	}
+	sk := s.Multiply(s, d.k)
+	return evaluated(B.ScalarMult(sk, B), ti), nil
+}
+
+func evaluated(Y *ristretto255.Element, ti string) Evaluated {
+	e := Evaluated{TransitInfo: ti}
+	copy(e.Point[:], Y.Bytes())
+	return e
+}
+
+// PseudonymizeBatch evaluates many blinded points. errs[i] is the error of
+// item i alone (nil on success); the other items are unaffected.
+func (d *Domain) PseudonymizeBatch(blinded [][]byte, p *Params) (out []Evaluated, errs []error) {
+	out = make([]Evaluated, len(blinded))
+	errs = make([]error, len(blinded))
+	for i, b := range blinded {
+		out[i], errs[i] = d.Pseudonymize(b, p)
+	}
+	return out, errs
+}
+
+// opened is a validated identify/convert input.
+type opened struct {
+	B *ristretto255.Element
+	s *ristretto255.Scalar
+}
+
+// open validates the items of a batch and opens their transitInfo. Items
+// that fail get their error and a nil entry.
+func (d *Domain) open(items []Item, p *Params, errs []error) []opened {
+	op := make([]opened, len(items))
+	c := d.check(p)
+	for i, it := range items {
+		B, err := point.Decode(it.Blinded)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		o, err := d.transit.Open(it.TransitInfo, c)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		op[i] = opened{B: B, s: o.Scalar}
+	}
+	return op
+}
+
+// invertAll replaces each opened transit scalar by its inverse, with one
+// scalar inversion for the whole batch.
+func invertAll(op []opened) {
+	s := make([]*ristretto255.Scalar, len(op))
+	for i := range op {
+		s[i] = op[i].s
+	}
+	point.InvertAll(s)
+}
+
+// Identify evaluates one blinded transit pseudonym: it opens transitInfo
+// (aud, iat, exp, and sub against the caller) and returns Y = (s·k)⁻¹·B.
+func (d *Domain) Identify(blinded []byte, transitInfo string, p *Params) ([point.Size]byte, error) {
+	out, errs := d.IdentifyBatch([]Item{{blinded, transitInfo}}, p)
+	return out[0], errs[0]
+}
+
+// IdentifyBatch evaluates many identify items with a single scalar
+// inversion. errs[i] is the error of item i alone.
+func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte, errs []error) {
+	out = make([][point.Size]byte, len(items))
+	errs = make([]error, len(items))
+	op := d.open(items, p, errs)
+	invertAll(op)
+	for i := range op {
+		if op[i].s == nil {
+			continue
+		}
+		f := op[i].s.Multiply(op[i].s, d.kInv) // s⁻¹·k⁻¹
+		copy(out[i][:], op[i].B.ScalarMult(f, op[i].B).Bytes())
+	}
+	return out, errs
+}
+
+// Convert evaluates one blinded transit pseudonym of domain from into a
+// transit pseudonym of domain to: it opens transitInfo_A, draws s' and
+// returns Y = (s'·k_B·(s·k_A)⁻¹)·B with transitInfo_B = Seal_{K_B}(s').
+func Convert(from, to *Domain, blinded []byte, transitInfo string, p *Params) (Evaluated, error) {
+	out, errs := ConvertBatch(from, to, []Item{{blinded, transitInfo}}, p)
+	return out[0], errs[0]
+}
+
+// ConvertBatch converts many items with a single scalar inversion. errs[i]
+// is the error of item i alone.
+func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, errs []error) {
+	out = make([]Evaluated, len(items))
+	errs = make([]error, len(items))
+	if from.name == to.name {
+		for i := range errs {
+			errs[i] = ErrSameDomain
+		}
+		return out, errs
+	}
+	op := from.open(items, p, errs)
+	invertAll(op)
+	kBA := ristretto255.NewScalar().Multiply(to.k, from.kInv) // k_B·k_A⁻¹
+	c := to.claims(p)
+	for i := range op {
+		if op[i].s == nil {
+			continue
+		}
+		s2, err := point.RandomScalar(p.Rand)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		ti, err := to.transit.Seal(s2, c, p.Rand)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		f := op[i].s.Multiply(op[i].s, kBA) // s⁻¹·k_B·k_A⁻¹
+		f.Multiply(f, s2)
+		out[i] = evaluated(op[i].B.ScalarMult(f, op[i].B), ti)
+	}
+	return out, errs
+}
