@@ -1,0 +1,434 @@
+// Package vaulttest runs a real HashiCorp Vault server (dev mode) for tests.
+//
+// The binary comes from scripts/vault-bin.sh, which builds Vault from its Go
+// module once and caches it (the first run takes several minutes). Tests
+// that use this package never skip: when Vault cannot be had they fail with
+// the reason.
+//
+// A dev server keeps its data in memory: after [Server.Stop] and
+// [Server.Restart] it is empty again (same address, same root token), and
+// the test seeds it again.
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Server is a running Vault dev server.
+type Server struct {
+	// Addr is the URL of the server, such as "http://127.0.0.1:43011".
+	Addr string
+	// RootToken is the root token, valid again after a restart.
+	RootToken string
+	// CACert is the PEM file of the CA of the server's certificate when the
+	// server was started with TLS, and "" otherwise.
+	CACert string
+
+	bin    string
+	listen string
+	dir    string
+	tls    bool
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *syncWriter
+}
+
+// Option changes how Start runs the server.
+type Option func(*Server)
+
+// WithTLS serves HTTPS with a certificate from a CA that the server makes,
+// written to Server.CACert.
+func WithTLS() Option { return func(s *Server) { s.tls = true } }
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// Binary returns the path of the Vault binary, building it with
+// scripts/vault-bin.sh if needed (up to 30 minutes the first time).
+func Binary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() { binPath, binErr = buildBinary() })
+	if binErr != nil {
+		t.Fatalf("vaulttest: no Vault binary: %v", binErr)
+	}
+	return binPath
+}
+
+func buildBinary() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "vault-bin.sh"))
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("scripts/vault-bin.sh: %v\n%s", err, tail(stderr.String(), 3000))
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	bin := strings.TrimSpace(lines[len(lines)-1])
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("scripts/vault-bin.sh printed %q: %v", bin, err)
+	}
+	return bin, nil
+}
+
+// repoRoot walks up from the working directory to the directory of go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Start starts a Vault dev server on a free loopback port and stops it when
+// the test ends. It fails the test (never skips) if Vault cannot be started.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s := &Server{bin: Binary(t), dir: t.TempDir()}
+	for _, o := range opts {
+		o(s)
+	}
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	s.RootToken = "root-" + hex.EncodeToString(tok[:])
+	var err error
+	for try := 0; try < 3; try++ {
+		var port int
+		if port, err = freePort(); err != nil {
+			continue
+		}
+		s.listen = fmt.Sprintf("127.0.0.1:%d", port)
+		scheme := "http"
+		if s.tls {
+			scheme = "https"
+			s.CACert = filepath.Join(s.dir, "tls", "vault-ca.pem")
+		}
+		s.Addr = scheme + "://" + s.listen
+		if err = s.start(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("vaulttest: starting Vault: %v", err)
+	}
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// start runs the server and waits until it answers.
+func (s *Server) start() error {
+	home := filepath.Join(s.dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return err
+	}
+	args := []string{"server", "-dev",
+		"-dev-root-token-id=" + s.RootToken,
+		"-dev-listen-address=" + s.listen,
+		"-dev-no-store-token",
+		"-log-level=warn",
+	}
+	if s.tls {
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+filepath.Join(s.dir, "tls"))
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + s.dir}
+	log := &syncWriter{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	s.mu.Lock()
+	s.cmd, s.exited, s.log = cmd, exited, log
+	s.mu.Unlock()
+
+	hc, err := s.httpClient()
+	if err != nil {
+		s.stop()
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("vault exited: %s", tail(s.logs(), 3000))
+		default:
+		}
+		resp, err := hc.Get(s.Addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return fmt.Errorf("vault did not answer within 60s: %v\n%s", err, tail(s.logs(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *Server) httpClient() (*http.Client, error) {
+	cfg := api.DefaultConfig()
+	if s.tls {
+		// The CA file appears once the server has started.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, err := os.Stat(s.CACert); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("vault wrote no CA certificate: %s", tail(s.logs(), 3000))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // let the server finish writing it
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
+			return nil, err
+		}
+	}
+	hc := cfg.HttpClient
+	hc.Timeout = 2 * time.Second
+	return hc, nil
+}
+
+func (s *Server) logs() string {
+	s.mu.Lock()
+	log := s.log
+	s.mu.Unlock()
+	if log == nil {
+		return ""
+	}
+	return log.String()
+}
+
+// stop stops the server process and waits for it.
+func (s *Server) stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+}
+
+// Stop stops the server (to simulate an outage). The address stays
+// reserved for Restart.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.stop()
+}
+
+// Restart starts the server again on the same address with the same root
+// token. Its storage is empty: seed it again.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.stop()
+	var err error
+	for try := 0; try < 20; try++ {
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond) // the port may still be held
+	}
+	t.Fatalf("vaulttest: restarting Vault: %v", err)
+}
+
+// Client returns a client of the server with the root token, without
+// retries.
+func (s *Server) Client(t testing.TB) *api.Client {
+	t.Helper()
+	return s.ClientWithToken(t, s.RootToken)
+}
+
+// ClientWithToken returns a client of the server that uses token, without
+// retries.
+func (s *Server) ClientWithToken(t testing.TB, token string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = s.Addr
+	cfg.MaxRetries = 0
+	cfg.Timeout = 10 * time.Second
+	if s.CACert != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
+			t.Fatalf("vaulttest: %v", err)
+		}
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	c.SetToken(token)
+	return c
+}
+
+// EnableKV mounts a KV version 2 secrets engine at path.
+func (s *Server) EnableKV(t testing.TB, path string) {
+	t.Helper()
+	err := s.Client(t).Sys().Mount(path, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}})
+	if err != nil {
+		t.Fatalf("vaulttest: mounting KV v2 at %s: %v", path, err)
+	}
+	// A new KV v2 mount upgrades itself in the background; wait for it.
+	c := s.Client(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.Logical().List(path + "/metadata/")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vaulttest: KV v2 at %s not ready: %v", path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WritePolicy writes an ACL policy.
+func (s *Server) WritePolicy(t testing.TB, name, hcl string) {
+	t.Helper()
+	if err := s.Client(t).Sys().PutPolicy(name, hcl); err != nil {
+		t.Fatalf("vaulttest: writing policy %s: %v", name, err)
+	}
+}
+
+// Token creates a token with the given policies (and not the default
+// policy's ability to create children), valid for an hour.
+func (s *Server) Token(t testing.TB, policies ...string) string {
+	t.Helper()
+	sec, err := s.Client(t).Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: policies,
+		TTL:      "1h",
+	})
+	if err != nil {
+		t.Fatalf("vaulttest: creating a token: %v", err)
+	}
+	return sec.Auth.ClientToken
+}
+
+// EnableAppRole enables the AppRole auth method at "approle" (once).
+func (s *Server) EnableAppRole(t testing.TB) {
+	t.Helper()
+	c := s.Client(t)
+	auths, err := c.Sys().ListAuth()
+	if err != nil {
+		t.Fatalf("vaulttest: listing auth methods: %v", err)
+	}
+	if _, ok := auths["approle/"]; ok {
+		return
+	}
+	if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatalf("vaulttest: enabling AppRole: %v", err)
+	}
+}
+
+// AppRole enables AppRole if needed, creates the role with the given
+// policies and token TTLs (zero: Vault's defaults), and returns its role_id
+// and a new secret_id.
+func (s *Server) AppRole(t testing.TB, role string, ttl, maxTTL time.Duration, policies ...string) (roleID, secretID string) {
+	t.Helper()
+	s.EnableAppRole(t)
+	c := s.Client(t)
+	params := map[string]any{"token_policies": policies}
+	if ttl > 0 {
+		params["token_ttl"] = int(ttl / time.Second)
+	}
+	if maxTTL > 0 {
+		params["token_max_ttl"] = int(maxTTL / time.Second)
+	}
+	if _, err := c.Logical().Write("auth/approle/role/"+role, params); err != nil {
+		t.Fatalf("vaulttest: creating AppRole role %s: %v", role, err)
+	}
+	sec, err := c.Logical().Read("auth/approle/role/" + role + "/role-id")
+	if err != nil || sec == nil {
+		t.Fatalf("vaulttest: reading the role_id of %s: %v", role, err)
+	}
+	roleID, _ = sec.Data["role_id"].(string)
+	sec, err = c.Logical().Write("auth/approle/role/"+role+"/secret-id", nil)
+	if err != nil || sec == nil {
+		t.Fatalf("vaulttest: creating a secret_id for %s: %v", role, err)
+	}
+	secretID, _ = sec.Data["secret_id"].(string)
+	return roleID, secretID
+}
+
+// syncWriter collects the output of the server.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
