@@ -243,8 +243,10 @@ type OpenOption func(*transit.Check)
 func At(t time.Time) OpenOption { return func(c *transit.Check) { c.Now = t } }
 
 // ExpectSubject refuses a transit pseudonym that is not bound to sub.
+// Without it, the owner accepts any subject: sub restricts who may identify
+// at the service, and the service enforces it.
 func ExpectSubject(sub string) OpenOption {
-	return func(c *transit.Check) { c.Sub, c.RequireSub = sub, true }
+	return func(c *transit.Check) { c.Sub, c.RequireSub, c.AnySub = sub, true, false }
 }
 
 // SkipExpiry accepts an expired transit pseudonym. It is meant for
@@ -285,7 +287,7 @@ func (o *Owner) Open(ctx context.Context, t *pseudonym.Transit, opts ...OpenOpti
 		return nil, err
 	}
 	st := o.cur.Load()
-	c := &transit.Check{Aud: st.audience, Now: time.Now()}
+	c := &transit.Check{Aud: st.audience, Now: time.Now(), AnySub: true}
 	for _, opt := range opts {
 		opt(c)
 	}

@@ -213,6 +213,7 @@ func TestOpenErrors(t *testing.T) {
 		{"bound, right caller", ks, bound, Check{Aud: aud, Now: t0, Sub: "dr-1"}, nil},
 		{"bound, other caller", ks, bound, Check{Aud: aud, Now: t0, Sub: "dr-2"}, ErrSubjectMismatch},
 		{"bound, no caller", ks, bound, Check{Aud: aud, Now: t0}, ErrSubjectMismatch},
+		{"bound, any subject", ks, bound, Check{Aud: aud, Now: t0, AnySub: true}, nil},
 		{"unbound, sub required", ks, ti, Check{Aud: aud, Now: t0, Sub: "dr-1", RequireSub: true}, ErrSubjectMismatch},
 		{"empty", ks, "", Check{Aud: aud, Now: t0}, ErrMalformed},
 		{"four parts", ks, strings.Join(parts[:4], "."), Check{Aud: aud, Now: t0}, ErrMalformed},
