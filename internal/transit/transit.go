@@ -14,7 +14,6 @@
 package transit
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -234,22 +233,32 @@ const MaxLen = 4096
 
 // parseHeader decodes a protected header strictly: a single JSON object
 // whose members are exactly named (case-sensitive), each at most once, from
-// alg, enc, kid, aud, iat, exp and sub.
+// alg, enc, kid, aud, iat and exp (all required) and sub (optional, not
+// empty); strings are strings, iat and exp are integers. Whitespace is
+// allowed where JSON allows it. It is written by hand because it is on the
+// hot path of every open; FuzzJWEDifferential checks it against go-jose.
 func parseHeader(hj []byte) (*Header, error) {
-	dec := json.NewDecoder(bytes.NewReader(hj))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, ErrMalformed
-	}
 	var h Header
 	var alg, enc string
 	var seen uint8
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
+	i := skipSpace(hj, 0)
+	if i >= len(hj) || hj[i] != '{' {
+		return nil, ErrMalformed
+	}
+	i = skipSpace(hj, i+1)
+	if i < len(hj) && hj[i] == '}' {
+		return nil, ErrMalformed // empty object: required members missing
+	}
+	for {
+		name, j, ok := jsonString(hj, i)
+		if !ok {
 			return nil, ErrMalformed
 		}
-		name, _ := t.(string)
+		i = skipSpace(hj, j)
+		if i >= len(hj) || hj[i] != ':' {
+			return nil, ErrMalformed
+		}
+		i = skipSpace(hj, i+1)
 		var bit uint8
 		var str *string
 		var num *int64
@@ -275,36 +284,101 @@ func parseHeader(hj []byte) (*Header, error) {
 			return nil, ErrMalformed
 		}
 		seen |= bit
-		v, err := dec.Token()
-		if err != nil {
-			return nil, ErrMalformed
-		}
-		switch v := v.(type) {
-		case string:
-			if str == nil || v == "" {
+		if str != nil {
+			v, j, ok := jsonString(hj, i)
+			if !ok || v == "" {
 				return nil, ErrMalformed
 			}
-			*str = v
-		case json.Number:
-			n, err := strconv.ParseInt(string(v), 10, 64)
-			if num == nil || err != nil {
+			*str, i = v, j
+		} else {
+			v, j, ok := jsonInt(hj, i)
+			if !ok {
 				return nil, ErrMalformed
 			}
-			*num = n
-		default:
+			*num, i = v, j
+		}
+		i = skipSpace(hj, i)
+		if i >= len(hj) {
 			return nil, ErrMalformed
 		}
+		if hj[i] == '}' {
+			break
+		}
+		if hj[i] != ',' {
+			return nil, ErrMalformed
+		}
+		i = skipSpace(hj, i+1)
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, ErrMalformed
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if skipSpace(hj, i+1) != len(hj) {
 		return nil, ErrMalformed
 	}
 	if seen|16 != 127 || alg != "dir" || enc != "A256GCM" {
 		return nil, ErrMalformed
 	}
 	return &h, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonString reads the JSON string that starts at b[i]. Strings without
+// escapes are taken as they are (valid UTF-8, no control characters);
+// strings with escapes are decoded by encoding/json.
+func jsonString(b []byte, i int) (string, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", i, false
+	}
+	escaped := false
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '\\':
+			escaped = true
+			j++ // skip the escaped byte; encoding/json checks the escape
+		case c == '"':
+			if !escaped {
+				raw := b[i+1 : j]
+				if !utf8.Valid(raw) {
+					return "", i, false
+				}
+				return string(raw), j + 1, true
+			}
+			var s string
+			if json.Unmarshal(b[i:j+1], &s) != nil || !utf8.ValidString(s) {
+				return "", i, false
+			}
+			return s, j + 1, true
+		case c < 0x20:
+			return "", i, false
+		}
+	}
+	return "", i, false
+}
+
+// jsonInt reads a JSON integer (no fraction, no exponent) at b[i].
+func jsonInt(b []byte, i int) (int64, int, bool) {
+	j := i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == start || (b[start] == '0' && j-start > 1) {
+		return 0, i, false
+	}
+	if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+		return 0, i, false
+	}
+	n, err := strconv.ParseInt(string(b[i:j]), 10, 64)
+	if err != nil {
+		return 0, i, false
+	}
+	return n, j, true
 }
 
 // parts splits a compact JWE into its five parts and decodes the protected
