@@ -7,6 +7,19 @@
 // PROTOCOL.md, "Domains and keys".
 //
 // Secret values are held in [Secret], which never prints its content.
+//
+// Domains are read through a [Source]: [FileStore] (one JSON file, for
+// development mode) or keys/vault.Store (HashiCorp Vault KV v2, for
+// production; a separate package so that programs without Vault do not
+// import its client). Both also implement [Admin], used by cmd/pseudoctl.
+// The service reads through a [Cache], which loads every domain at start,
+// polls the source for changes and serves snapshots without I/O:
+//
+//	src, err := keys.OpenFileStore(path, true) // or vault.Open(ctx, cfg)
+//	cache, err := keys.NewCache(ctx, src, &keys.CacheOptions{Interval: 10 * time.Second})
+//	defer cache.Close()
+//	d, err := cache.Domain("prescriptions_v1") // hot path: no I/O
+//	err = cache.Health()                        // nil, or degraded (ErrUnavailable)
 package keys
 
 import (

@@ -21,6 +21,13 @@ works() { [ -x "$1" ] && "$1" version >/dev/null 2>&1; }
 
 if works "$local_bin"; then echo "$local_bin"; exit 0; fi
 mkdir -p "$local_dir"
+# One build at a time: test packages run in parallel and each may call this
+# script. The others wait here, then find the binary cached.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$local_dir/.build.lock"
+	flock 9
+	if works "$local_bin"; then echo "$local_bin"; exit 0; fi
+fi
 if works "$shared_bin"; then
 	cp "$shared_bin" "$local_bin.tmp" && mv "$local_bin.tmp" "$local_bin"
 	echo "$local_bin"; exit 0

@@ -1,9 +1,10 @@
 // Package vaulttest runs a real HashiCorp Vault server (dev mode) for tests.
 //
 // The binary comes from scripts/vault-bin.sh, which builds Vault from its Go
-// module once and caches it (the first run takes several minutes). Tests
-// that use this package never skip: when Vault cannot be had they fail with
-// the reason.
+// module once and caches it. The first build takes 5 to 20 minutes, more
+// than go test's default 10-minute timeout: run the script before the tests
+// (as CI should), or pass -timeout 40m. Tests that use this package never
+// skip: when Vault cannot be had they fail with the reason.
 //
 // A dev server keeps its data in memory: after [Server.Stop] and
 // [Server.Restart] it is empty again (same address, same root token), and
@@ -173,7 +174,11 @@ func (s *Server) start() error {
 		"-log-level=warn",
 	}
 	if s.tls {
-		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+filepath.Join(s.dir, "tls"))
+		certDir := filepath.Join(s.dir, "tls")
+		if err := os.MkdirAll(certDir, 0o700); err != nil {
+			return err
+		}
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+certDir)
 	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + s.dir}
@@ -189,7 +194,7 @@ func (s *Server) start() error {
 	s.cmd, s.exited, s.log = cmd, exited, log
 	s.mu.Unlock()
 
-	hc, err := s.httpClient()
+	hc, err := s.httpClient(exited)
 	if err != nil {
 		s.stop()
 		return err
@@ -216,7 +221,7 @@ func (s *Server) start() error {
 	}
 }
 
-func (s *Server) httpClient() (*http.Client, error) {
+func (s *Server) httpClient(exited <-chan struct{}) (*http.Client, error) {
 	cfg := api.DefaultConfig()
 	if s.tls {
 		// The CA file appears once the server has started.
@@ -224,6 +229,11 @@ func (s *Server) httpClient() (*http.Client, error) {
 		for {
 			if _, err := os.Stat(s.CACert); err == nil {
 				break
+			}
+			select {
+			case <-exited:
+				return nil, fmt.Errorf("vault exited: %s", tail(s.logs(), 3000))
+			default:
 			}
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("vault wrote no CA certificate: %s", tail(s.logs(), 3000))

@@ -1,0 +1,413 @@
+// Command pseudoctl administers the pseudonymization domains: it creates
+// domains, rotates and retires transit keys, creates new domain versions and
+// owner second keys, in the file store of development mode or in Vault. It
+// never prints key material.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
+	"github.com/ehealth-pseudo/pseudonymizer/vault/policies"
+)
+
+const usage = `Usage:
+    pseudoctl [store flags] domain create <name> -audience <uri> [-ttl 5m]
+                  [-pseudonymize p1,p2] [-identify p1,p2] [-owners o1,o2]
+    pseudoctl [store flags] domain show [-json] <name>
+    pseudoctl [store flags] domain list
+    pseudoctl [store flags] domain new-version <old> <new>
+    pseudoctl [store flags] transit-key rotate <domain>
+    pseudoctl [store flags] transit-key retire <domain> <kid>
+    pseudoctl [store flags] owner-key create <owner> <domain>
+    pseudoctl policy service | admin | owner <owner> <domain>
+
+Store flags (also accepted after the command):
+    -store file:<path>             the JSON file store of development mode
+    -vault-addr <url>              Vault address (default $VAULT_ADDR)
+    -vault-token <token>           Vault token (default $VAULT_TOKEN; prefer
+                                   the variable: arguments are visible in ps)
+    -approle-role-id <id>          log in with AppRole instead of a token
+    -approle-secret-id-file <path> file holding the AppRole secret_id
+    -vault-ca <file>               PEM CA certificates that verify Vault's TLS
+    -vault-mount <path>            KV v2 mount (default pseudonymizer)
+
+A transit key is retired once every transit pseudonym sealed under it has
+expired (domain ttl plus clock skew). Rotating the scalar k is done by
+creating a new domain version and converting the stored pseudonyms.
+Exit status: 0 on success, 1 on error, 2 on a usage error.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a command line mistake: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// storeFlags says which key store to use.
+type storeFlags struct {
+	store, addr, token, roleID, secretIDFile, ca, mount string
+}
+
+// register defines the store flags on fs, with the current values as
+// defaults, so that they can be given before or after the command.
+func (sf *storeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&sf.store, "store", sf.store, "file:<path> of the file store")
+	fs.StringVar(&sf.addr, "vault-addr", sf.addr, "Vault address")
+	fs.StringVar(&sf.token, "vault-token", sf.token, "Vault token")
+	fs.StringVar(&sf.roleID, "approle-role-id", sf.roleID, "AppRole role_id")
+	fs.StringVar(&sf.secretIDFile, "approle-secret-id-file", sf.secretIDFile, "file of the AppRole secret_id")
+	fs.StringVar(&sf.ca, "vault-ca", sf.ca, "PEM file of Vault's CA")
+	fs.StringVar(&sf.mount, "vault-mount", sf.mount, "KV v2 mount")
+}
+
+// open opens the store the flags name. create says whether a missing file
+// store may be created.
+func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (keys.Admin, func(), error) {
+	switch {
+	case sf.store != "":
+		path, ok := strings.CutPrefix(sf.store, "file:")
+		if !ok || path == "" {
+			return nil, nil, usagef("-store must be file:<path>")
+		}
+		fs, err := keys.OpenFileStore(path, create)
+		if err != nil {
+			return nil, nil, err
+		}
+		return fs, func() {}, nil
+	case sf.addr != "":
+		st, err := vault.Open(ctx, vault.Config{
+			Address:      sf.addr,
+			CACert:       sf.ca,
+			Token:        sf.token,
+			RoleID:       sf.roleID,
+			SecretIDFile: sf.secretIDFile,
+			Mount:        sf.mount,
+			// Administrators never read scalars.
+			Mode:   vault.Owner,
+			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { _ = st.Close() }, nil
+	}
+	return nil, nil, usagef("no key store: give -store file:<path>, or -vault-addr (or VAULT_ADDR)")
+}
+
+// run is pseudoctl, minus the process: it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	err := runErr(ctx, args, stdout, stderr, getenv)
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "pseudoctl: %v\n\n%s", err, usage)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "pseudoctl: %v\n", err)
+		return 1
+	}
+}
+
+func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	sf := &storeFlags{addr: getenv("VAULT_ADDR"), token: getenv("VAULT_TOKEN"), ca: getenv("VAULT_CACERT")}
+	top := newFlagSet("pseudoctl")
+	sf.register(top)
+	if err := top.Parse(args); err != nil {
+		return err
+	}
+	args = top.Args()
+	if len(args) == 0 {
+		return usagef("no command")
+	}
+	cmd := args[0]
+	if len(args) > 1 && cmd != "policy" {
+		cmd += " " + args[1]
+		args = args[2:]
+	} else {
+		args = args[1:]
+	}
+	fs := newFlagSet("pseudoctl " + cmd)
+	sf.register(fs)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+
+	switch cmd {
+	case "policy":
+		pos, err := parse(fs, args, -1)
+		if err != nil {
+			return err
+		}
+		return printPolicy(stdout, pos)
+
+	case "domain create":
+		audience := fs.String("audience", "", "URI naming the domain (required)")
+		ttl := fs.Duration("ttl", keys.DefaultTTL, "lifetime of pseudonyms in transit")
+		pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
+		identify := fs.String("identify", "", "comma-separated principals that may identify")
+		owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
+		pos, err := parse(fs, args, 1)
+		if err != nil {
+			return err
+		}
+		if *audience == "" {
+			return usagef("domain create: -audience is required")
+		}
+		if *ttl <= 0 {
+			return usagef("domain create: -ttl must be positive")
+		}
+		st, done, err := sf.open(ctx, true, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		d, err := st.CreateDomain(ctx, keys.DomainSpec{
+			Name:     pos[0],
+			Audience: *audience,
+			TTL:      *ttl,
+			Policy: keys.Policy{
+				Pseudonymize: list(*pseudonymize),
+				Identify:     list(*identify),
+				Owners:       list(*owners),
+			},
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created domain %s (audience %s, ttl %v, active transit key %s)\n", d.Name, d.Audience, d.TTL, d.Transit.Active)
+		return nil
+
+	case "domain show":
+		asJSON := fs.Bool("json", false, "print JSON")
+		pos, err := parse(fs, args, 1)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		d, err := st.Domain(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return show(stdout, d, *asJSON)
+
+	case "domain list":
+		if _, err := parse(fs, args, 0); err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		names, err := st.Domains(ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintln(stdout, n)
+		}
+		return nil
+
+	case "domain new-version":
+		pos, err := parse(fs, args, 2)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		d, err := st.NewVersion(ctx, pos[0], pos[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created domain %s from %s (active transit key %s); the owners of %s may now convert to %s\n",
+			d.Name, pos[0], d.Transit.Active, pos[0], d.Name)
+		return nil
+
+	case "transit-key rotate":
+		pos, err := parse(fs, args, 1)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		kid, err := st.RotateTransitKey(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s: transit key %s is active; retire the previous ones once the pseudonyms in transit have expired\n", pos[0], kid)
+		return nil
+
+	case "transit-key retire":
+		pos, err := parse(fs, args, 2)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		if err := st.RetireTransitKey(ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
+		return nil
+
+	case "owner-key create":
+		pos, err := parse(fs, args, 2)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		if err := st.CreateOwnerKey(ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
+		return nil
+	}
+	return usagef("unknown command %q", cmd)
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses flags and positional arguments in any order; it wants n
+// positional arguments (any number when n < 0).
+func parse(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if n >= 0 && len(pos) != n {
+		return nil, usagef("%s: want %d argument(s), got %d", fs.Name(), n, len(pos))
+	}
+	return pos, nil
+}
+
+// list splits a comma-separated list, dropping empty items.
+func list(s string) []string {
+	var l []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			l = append(l, p)
+		}
+	}
+	return l
+}
+
+// domainInfo is what pseudoctl shows of a domain: no key material.
+type domainInfo struct {
+	Name       string      `json:"name"`
+	Audience   string      `json:"audience"`
+	TTL        string      `json:"ttl"`
+	Active     string      `json:"active"`
+	Kids       []string    `json:"kids"`
+	Policy     keys.Policy `json:"policy"`
+	Generation uint64      `json:"generation"`
+}
+
+func show(w io.Writer, d *keys.Domain, asJSON bool) error {
+	info := domainInfo{
+		Name:       d.Name,
+		Audience:   d.Audience,
+		TTL:        d.TTL.String(),
+		Active:     d.Transit.Active,
+		Kids:       d.Transit.Kids(),
+		Policy:     d.Policy,
+		Generation: d.Generation,
+	}
+	if asJSON {
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(info)
+	}
+	p := d.Policy
+	fmt.Fprintf(w, "domain:        %s\n", info.Name)
+	fmt.Fprintf(w, "audience:      %s\n", info.Audience)
+	fmt.Fprintf(w, "ttl:           %s\n", info.TTL)
+	fmt.Fprintf(w, "transit keys:  %s (active %s)\n", strings.Join(info.Kids, ", "), info.Active)
+	fmt.Fprintf(w, "pseudonymize:  %s\n", strings.Join(p.Pseudonymize, ", "))
+	fmt.Fprintf(w, "identify:      %s\n", strings.Join(p.Identify, ", "))
+	fmt.Fprintf(w, "owners:        %s\n", strings.Join(p.Owners, ", "))
+	for _, target := range sortedKeys(p.Convert) {
+		fmt.Fprintf(w, "convert to %s: %s\n", target, strings.Join(p.Convert[target], ", "))
+	}
+	fmt.Fprintf(w, "generation:    %d\n", info.Generation)
+	return nil
+}
+
+func printPolicy(w io.Writer, pos []string) error {
+	switch {
+	case len(pos) == 1 && pos[0] == "service":
+		fmt.Fprint(w, policies.Service)
+	case len(pos) == 1 && pos[0] == "admin":
+		fmt.Fprint(w, policies.Admin)
+	case len(pos) == 3 && pos[0] == "owner":
+		p, err := policies.Owner(pos[1], pos[2])
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(w, p)
+	default:
+		return usagef("policy: want service, admin, or owner <owner> <domain>")
+	}
+	return nil
+}
+
+func sortedKeys(m map[string][]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,249 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultPollInterval is how often a [Cache] checks its source for changes
+// when CacheOptions.Interval is zero.
+const DefaultPollInterval = 10 * time.Second
+
+// CacheOptions configures a [Cache]. The zero value is usable.
+type CacheOptions struct {
+	// Interval between two polls of the source; DefaultPollInterval when
+	// zero.
+	Interval time.Duration
+	// Timeout of one poll (and of the initial load); 10 s or Interval,
+	// whichever is larger, when zero.
+	Timeout time.Duration
+	// Domains, when not empty, are the only domains loaded, and the source
+	// is not asked to list domains: owners, whose policy grants their own
+	// domains only, set it.
+	Domains []string
+	// Logger receives one record per failed poll, and one when the source
+	// is back; slog.Default() when nil.
+	Logger *slog.Logger
+	// OnChange, when set, is called from the polling goroutine after each
+	// poll that changed the snapshot, with the names of the domains that
+	// were added, changed or removed. It must not block for long, nor call
+	// Close.
+	OnChange func(changed []string)
+}
+
+// Cache serves domains from an in-memory snapshot of a [Source], and polls
+// the source for changes in the background. Domain does no I/O: it is meant
+// for the hot path.
+//
+// When the source becomes unreachable, the cache keeps serving its last
+// snapshot, [Cache.Health] reports the problem, one record per poll interval
+// is logged, and it recovers by itself when the source is back.
+type Cache struct {
+	src  Source
+	opts CacheOptions
+	log  *slog.Logger
+
+	snap   atomic.Pointer[snapshot]
+	health atomic.Pointer[healthState]
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// snapshot is immutable once published.
+type snapshot struct {
+	domains    map[string]*Domain
+	names      []string
+	generation uint64
+}
+
+type healthState struct{ err error }
+
+// NewCache loads every domain of src (or opts.Domains) and starts polling.
+// It fails if the source cannot be read; the error then wraps
+// [ErrUnavailable] (or [ErrDenied] when the store refuses access). A domain
+// that fails validation is skipped, logged and reported by Health. opts may
+// be nil. ctx bounds the initial load only; polling goes on until Close.
+func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, error) {
+	c := &Cache{src: src, stop: make(chan struct{}), done: make(chan struct{})}
+	if opts != nil {
+		c.opts = *opts
+		c.opts.Domains = slices.Clone(opts.Domains)
+	}
+	if c.opts.Interval <= 0 {
+		c.opts.Interval = DefaultPollInterval
+	}
+	if c.opts.Timeout <= 0 {
+		c.opts.Timeout = max(c.opts.Interval, 10*time.Second)
+	}
+	c.log = c.opts.Logger
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.snap.Store(&snapshot{domains: map[string]*Domain{}})
+
+	lctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	_, err := c.poll(lctx)
+	if err != nil && !errors.Is(err, ErrInvalid) {
+		if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrDenied) && !errors.Is(err, ErrUnknownDomain) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("keys: loading the domains: %w", err)
+	}
+	if err != nil {
+		c.log.Error("keys: some domains are invalid and not served", "err", err)
+	}
+	c.health.Store(&healthState{err: err})
+	go c.run()
+	return c, nil
+}
+
+// Domain returns the current snapshot of a domain. It does no I/O. The error
+// wraps [ErrUnknownDomain].
+func (c *Cache) Domain(name string) (*Domain, error) {
+	if d, ok := c.snap.Load().domains[name]; ok {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownDomain, name)
+}
+
+// Domains returns the names of the domains in the snapshot, sorted.
+func (c *Cache) Domains() []string { return slices.Clone(c.snap.Load().names) }
+
+// Generation changes (increases) every time the snapshot changes.
+func (c *Cache) Generation() uint64 { return c.snap.Load().generation }
+
+// Health returns nil when the last poll succeeded. Otherwise the cache is
+// degraded: it still serves its last snapshot, and the error wraps
+// [ErrUnavailable] (the source could not be read), [ErrDenied], or
+// [ErrInvalid] (some domain in the source is invalid and not served).
+func (c *Cache) Health() error { return c.health.Load().err }
+
+// Close stops polling. The cache keeps serving its last snapshot.
+func (c *Cache) Close() error {
+	c.closeOnce.Do(func() { close(c.stop) })
+	<-c.done
+	return nil
+}
+
+func (c *Cache) run() {
+	defer close(c.done)
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, c.opts.Timeout)
+		changed, err := c.poll(pctx)
+		pcancel()
+		if ctx.Err() != nil {
+			return
+		}
+		prev := c.health.Swap(&healthState{err: err})
+		switch {
+		case err != nil:
+			c.log.Warn("keys: key store poll failed, serving the last snapshot", "err", err, "domains", len(c.snap.Load().names))
+		case prev.err != nil:
+			c.log.Info("keys: key store poll succeeded again")
+		}
+		if len(changed) > 0 && c.opts.OnChange != nil {
+			c.opts.OnChange(changed)
+		}
+	}
+}
+
+// poll brings the snapshot up to date. On an error that makes the source
+// unusable (unreachable, access denied) it stops and changes nothing; a
+// domain that is invalid is kept as it was (or left out) and reported in the
+// returned error, and the other domains are updated.
+func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
+	old := c.snap.Load()
+	names := c.opts.Domains
+	if len(names) == 0 {
+		if names, err = c.src.Domains(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// A domain that disappears from the listing was removed; one that the
+	// options name must exist.
+	missingOK := len(c.opts.Domains) == 0
+	next := make(map[string]*Domain, len(names))
+	var invalid []error
+	for _, name := range names {
+		d, ok := old.domains[name]
+		if ok {
+			v, err := c.src.Version(ctx, name)
+			switch {
+			case errors.Is(err, ErrUnknownDomain) && missingOK:
+				continue // removed
+			case errors.Is(err, ErrInvalid):
+				invalid = append(invalid, err)
+				next[name] = d
+				continue
+			case err != nil:
+				return nil, err
+			case v == d.Generation:
+				next[name] = d
+				continue
+			}
+		}
+		nd, err := c.src.Domain(ctx, name)
+		switch {
+		case errors.Is(err, ErrUnknownDomain) && missingOK:
+			continue // removed, or being created
+		case errors.Is(err, ErrInvalid):
+			invalid = append(invalid, err)
+			if ok {
+				next[name] = d
+			}
+			continue
+		case err != nil:
+			return nil, err
+		}
+		if nd.Name != name {
+			invalid = append(invalid, fmt.Errorf("%w: source returned domain %q for %q", ErrInvalid, nd.Name, name))
+			continue
+		}
+		next[name] = nd
+	}
+	for name, nd := range next {
+		if d, ok := old.domains[name]; !ok || d != nd {
+			changed = append(changed, name)
+		}
+	}
+	for name := range old.domains {
+		if _, ok := next[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	if len(changed) > 0 {
+		slices.Sort(changed)
+		c.snap.Store(&snapshot{
+			domains:    next,
+			names:      slices.Sorted(maps.Keys(next)),
+			generation: old.generation + 1,
+		})
+	}
+	return changed, errors.Join(invalid...)
+}

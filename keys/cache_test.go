@@ -1,0 +1,202 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countHandler counts log records by level.
+type countHandler struct {
+	warn, info atomic.Int64
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	switch {
+	case r.Level >= slog.LevelWarn:
+		h.warn.Add(1)
+	case r.Level == slog.LevelInfo:
+		h.info.Add(1)
+	}
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// eventually polls cond every 20ms for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCacheFileStore(t *testing.T) {
+	ctx := context.Background()
+	s := newFileStore(t)
+	if _, err := s.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	h := &countHandler{}
+	var mu sync.Mutex
+	var changes [][]string
+	c, err := NewCache(ctx, s, &CacheOptions{
+		Interval: 100 * time.Millisecond,
+		Logger:   slog.New(h),
+		OnChange: func(names []string) {
+			mu.Lock()
+			changes = append(changes, names)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Health(); err != nil {
+		t.Fatal(err)
+	}
+	d1, err := c.Domain(spec.Name)
+	if err != nil || d1.Transit.Active != "t1" {
+		t.Fatalf("Domain = %v, %v", d1, err)
+	}
+	if _, err := c.Domain("nope"); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("Domain(nope) = %v", err)
+	}
+	gen := c.Generation()
+
+	// Readers on the hot path while the cache changes (run with -race).
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if d, err := c.Domain(spec.Name); err != nil || d.Validate() != nil {
+					t.Errorf("Domain = %v, %v", d, err)
+					return
+				}
+			}
+		}()
+	}
+
+	if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "rotation seen", func() bool {
+		d, _ := c.Domain(spec.Name)
+		return d.Transit.Active == "t2"
+	})
+	d2, _ := c.Domain(spec.Name)
+	if d2.Generation == d1.Generation || c.Generation() == gen || d1.Transit.Active != "t1" {
+		t.Fatal("generation did not change, or the old snapshot was modified")
+	}
+	if _, err := s.NewVersion(ctx, spec.Name, "prescriptions_v2"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "new domain seen", func() bool {
+		_, err := c.Domain("prescriptions_v2")
+		return err == nil
+	})
+	if got := c.Domains(); len(got) != 2 {
+		t.Fatalf("Domains() = %v", got)
+	}
+
+	// Outage: the file disappears. The cache serves its snapshot, reports
+	// it, and logs once per poll, not once per request.
+	hidden := s.Path() + ".hidden"
+	if err := os.Rename(s.Path(), hidden); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "degraded", func() bool { return c.Health() != nil })
+	if err := c.Health(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Health() = %v, want ErrUnavailable", err)
+	}
+	warn0 := h.warn.Load()
+	start := time.Now()
+	for time.Since(start) < 500*time.Millisecond {
+		if _, err := c.Domain(spec.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	polls := int64(time.Since(start)/(100*time.Millisecond)) + 2
+	if n := h.warn.Load() - warn0; n > polls || n == 0 {
+		t.Fatalf("%d warnings in %d polls", n, polls)
+	}
+	if err := os.Rename(hidden, s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "recovered", func() bool { return c.Health() == nil })
+	if h.info.Load() == 0 {
+		t.Error("recovery not logged")
+	}
+
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	if len(changes) < 2 {
+		t.Errorf("OnChange calls: %v", changes)
+	}
+	mu.Unlock()
+
+	// After Close, changes are not seen any more.
+	c.Close()
+	c.Close()
+	gen = c.Generation()
+	if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if c.Generation() != gen {
+		t.Fatal("cache polled after Close")
+	}
+}
+
+func TestCacheStartUnavailable(t *testing.T) {
+	s := newFileStore(t)
+	if err := os.Remove(s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := NewCache(context.Background(), s, nil)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewCache = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestCacheDomainsOption(t *testing.T) {
+	ctx := context.Background()
+	s := newFileStore(t)
+	if _, err := s.EnsureDemo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCache(ctx, s, &CacheOptions{Domains: []string{spec.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Domain(DemoDomain); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("a domain outside Domains was loaded: %v", err)
+	}
+	if _, err := NewCache(ctx, s, &CacheOptions{Domains: []string{"nope"}}); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("NewCache with a missing domain = %v", err)
+	}
+}

@@ -1,0 +1,168 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func newFileStore(t *testing.T) *FileStore {
+	t.Helper()
+	s, err := OpenFileStore(filepath.Join(t.TempDir(), "data", "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var spec = DomainSpec{
+	Name:     "prescriptions_v1",
+	Audience: "urn:ehealth:pseudo:prescriptions:v1",
+	Policy: Policy{
+		Pseudonymize: []string{"prescriber", "pharmacy"},
+		Identify:     []string{"pharmacy"},
+		Owners:       []string{"recip-e"},
+	},
+}
+
+func TestFileStoreCreate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data", "keys.json")
+	if _, err := OpenFileStore(path, false); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("OpenFileStore(missing, false) = %v, want ErrUnavailable", err)
+	}
+	s, err := OpenFileStore(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %04o, want %04o", p, fi.Mode().Perm(), want)
+		}
+	}
+	created, err := s.EnsureDemo(ctx)
+	if err != nil || !created {
+		t.Fatalf("EnsureDemo = %v, %v", created, err)
+	}
+	created, err = s.EnsureDemo(ctx)
+	if err != nil || created {
+		t.Fatalf("second EnsureDemo = %v, %v", created, err)
+	}
+	d, err := s.Domain(ctx, DemoDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Audience != DemoSpec.Audience || len(d.Scalar) != ScalarSize {
+		t.Fatalf("demo domain: %v", d)
+	}
+	// Written atomically: no temporary file is left behind, and the mode is
+	// still 0600 after a rewrite.
+	if _, err := s.RotateTransitKey(ctx, DemoDomain); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("temporary file left: %s", e.Name())
+		}
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode after rewrite %04o", fi.Mode().Perm())
+	}
+	// Reopening works; a file others can read is refused.
+	if _, err := OpenFileStore(path, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFileStore(path, false); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("OpenFileStore(0644) = %v", err)
+	}
+}
+
+// TestFileStoreOwnerKey reads the k2 back (the Vault admin cannot).
+func TestFileStoreOwnerKey(t *testing.T) {
+	ctx := context.Background()
+	s := newFileStore(t)
+	if _, err := s.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateOwnerKey(ctx, "recip-e", spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := s.OwnerKey(ctx, "recip-e", spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckScalar(k2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileStoreConcurrentWriters runs two stores on one file, as two
+// processes would: no update is lost and readers never see a partial file.
+func TestFileStoreConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	a := newFileStore(t)
+	b, err := OpenFileStore(a.Path(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				close(readErr)
+				return
+			default:
+			}
+			if _, err := a.Domain(ctx, spec.Name); err != nil {
+				readErr <- err
+				close(readErr)
+				return
+			}
+		}
+	}()
+	for _, s := range []*FileStore{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-readErr; err != nil {
+		t.Fatalf("reader saw: %v", err)
+	}
+	d, err := b.Domain(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("t%d", 4*n+1); d.Transit.Active != want || len(d.Transit.Keys) != 4*n+1 {
+		t.Fatalf("after %d rotations: active %s, %d keys", 4*n, d.Transit.Active, len(d.Transit.Keys))
+	}
+}
