@@ -64,7 +64,7 @@ func NewDomain(d *keys.Domain) (*Domain, error) {
 		k:          k,
 		kInv:       ristretto255.NewScalar().Invert(k),
 		transit:    ks,
-		policy:     d.Policy,
+		policy:     d.Policy.Clone(),
 		kids:       kids,
 	}, nil
 }
@@ -87,8 +87,8 @@ func (d *Domain) Kids() []string { return append([]string(nil), d.kids...) }
 // Generation returns the generation of the key material it was made from.
 func (d *Domain) Generation() uint64 { return d.generation }
 
-// Policy returns the domain's authorization policy.
-func (d *Domain) Policy() keys.Policy { return d.policy }
+// Policy returns a copy of the domain's authorization policy.
+func (d *Domain) Policy() keys.Policy { return d.policy.Clone() }
 
 // String describes the domain without its keys.
 func (d *Domain) String() string { return fmt.Sprintf("domain(%s)", d.name) }

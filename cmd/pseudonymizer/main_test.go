@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(file, []byte(`{"max-batch": 30, "burst": 300, "rate": 2.5, "dev": true, "listen": "127.0.0.1:1", "log-format": "text"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig([]string{"-max-batch", "10"}, env(map[string]string{
+		"PSEUDONYMIZER_CONFIG":    file,
+		"PSEUDONYMIZER_MAX_BATCH": "20", // a flag beats the environment
+		"PSEUDONYMIZER_BURST":     "200",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxBatch != 10 || c.burst != 200 || c.rate != 2.5 || !c.dev || c.listen != "127.0.0.1:1" || c.logFormat != "text" {
+		t.Fatalf("config %+v", c)
+	}
+	// Defaults.
+	if c.maxMsgSize != 4<<20 || c.pollInterval != keys.DefaultPollInterval || c.metricsListen != "127.0.0.1:9090" {
+		t.Fatalf("defaults %+v", c)
+	}
+
+	for name, args := range map[string][]string{
+		"unknown flag":     {"-nope"},
+		"positional":       {"extra"},
+		"bad value":        {"-max-batch", "many"},
+		"unknown file key": {"-config", writeFile(t, `{"listne": "x"}`)},
+		"nested file":      {"-config", writeFile(t, `{"listen": {"a": 1}}`)},
+	} {
+		if _, err := parseConfig(args, env(nil), io.Discard); !errors.As(err, new(*usageError)) {
+			t.Errorf("%s: %v; want a usage error", name, err)
+		}
+	}
+	if _, err := parseConfig([]string{"-h"}, env(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	p := filepath.Join(t.TempDir(), "f.json")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigChecks(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string // part of the error; "" for none
+	}{
+		{[]string{"-dev"}, nil, ""},
+		{[]string{"-dev", "-listen", "0.0.0.0:50051"}, nil, "refusing plaintext"},
+		{[]string{"-dev", "-listen", ":50051"}, nil, "refusing plaintext"},
+		{[]string{"-listen", "127.0.0.1:1"}, nil, "TLS is required"},
+		{[]string{"-tls-cert", "c", "-tls-key", "k", "-vault-addr", "https://v"}, nil, "no way to identify callers"},
+		{[]string{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca"}, nil, "no key store"},
+		{[]string{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca"}, map[string]string{"VAULT_ADDR": "https://v"}, ""},
+		{[]string{"-tls-cert", "c"}, nil, "go together"},
+		{[]string{"-dev", "-jwt-key", "k"}, nil, "-jwt-issuer and -jwt-audience"},
+		{[]string{"-dev", "-max-batch", "1000", "-burst", "10"}, nil, "-burst (10) must be at least -max-batch"},
+		{[]string{"-dev", "-max-batch", "1000", "-burst", "10", "-rate", "0"}, nil, ""},
+		{[]string{"-dev", "-vault-addr", "https://v"}, nil, "drop -vault-addr"},
+		{[]string{"-dev"}, map[string]string{"VAULT_ADDR": "https://v"}, ""}, // VAULT_ADDR alone does not conflict
+		{[]string{"-dev", "-log-format", "xml"}, nil, "-log-format"},
+	} {
+		c, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err == nil {
+			err = c.check(env(tc.env))
+		}
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: %v; want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var servingRE = regexp.MustCompile(`serving gRPC on (\S+)`)
+
+// startRun runs the command until the test ends and returns the gRPC
+// address it serves.
+func startRun(t *testing.T, args []string) (addr string, stdout *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, env(nil), stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not stop after its context ended")
+		}
+		if !strings.Contains(stderr.String(), "pseudonymizer: stopped") {
+			t.Errorf("no clean stop in the log:\n%s", stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := servingRE.FindStringSubmatch(stdout.String()); m != nil {
+			return m[1], stdout
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned %v\nstderr:\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not start\nstderr:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunDev(t *testing.T) {
+	dataDir := t.TempDir()
+	addr, stdout := startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "", "-data-dir", dataDir})
+	for _, want := range []string{"grpcurl -plaintext", "go run ./cmd/pseudo -addr " + addr + " pseudonymize -domain " + keys.DemoDomain} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("the hint lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dataDir, "keys.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v", fi, err)
+	}
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := pb.NewPseudonymizerClient(conn).GetDomain(metadata.AppendToOutgoingContext(ctx, "x-pseudonymizer-principal", "alice"),
+		&pb.GetDomainRequest{Name: keys.DemoDomain})
+	if err != nil || len(resp.GetAllowedOperations()) != 2 {
+		t.Fatalf("GetDomain on the demo domain: %v, %v", resp, err)
+	}
+	if hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v, %v", hr, err)
+	}
+}
+
+func TestRunDevMTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "test CA")
+	cert, key := testpki.WriteFiles(t, dir, "server", ca.Server(t))
+	addr, stdout := startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0",
+		"-data-dir", dir, "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.WriteCA(t, dir)})
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "demo-owner", "")}, MinVersion: tls.VersionTLS12,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The certificate names the caller: demo-owner owns the demo domain,
+	// so it may pseudonymize but not identify.
+	resp, err := pb.NewPseudonymizerClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: keys.DemoDomain})
+	if err != nil || len(resp.GetAllowedOperations()) != 1 || resp.GetAllowedOperations()[0] != pb.Operation_OPERATION_PSEUDONYMIZE {
+		t.Fatalf("GetDomain as the demo owner: %v, %v", resp, err)
+	}
+
+	m := regexp.MustCompile(`serving metrics on (\S+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("no metrics address in:\n%s", stdout.String())
+	}
+	hr, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(hr.Body)
+	hr.Body.Close()
+	if !strings.Contains(string(body), `grpc_server_handled_total{grpc_code="OK",grpc_method="GetDomain"`) {
+		t.Fatalf("metrics:\n%s", body)
+	}
+}

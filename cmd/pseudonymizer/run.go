@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
+)
+
+// run is the command without the process: it serves until ctx is done (a
+// signal), then shuts down gracefully.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if err := c.check(getenv); err != nil {
+		return err
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return err
+	}
+
+	src, storeDesc, closeStore, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	cache, err := keys.NewCache(ctx, src, &keys.CacheOptions{Interval: c.pollInterval, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+
+	authn, tlsCfg, err := identity(c)
+	if err != nil {
+		return err
+	}
+	srv, err := grpcserver.New(grpcserver.Config{
+		Keys:           cache,
+		Auth:           authn,
+		TLS:            tlsCfg,
+		MaxBatch:       c.maxBatch,
+		MaxRecvMsgSize: c.maxMsgSize,
+		Rate:           c.rate,
+		Burst:          c.burst,
+		MaxPrincipals:  c.maxPrincipals,
+		HealthInterval: c.healthInterval,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		_ = srv.Shutdown(ctx)
+		return fmt.Errorf("listening for gRPC: %v", err)
+	}
+	var metrics *http.Server
+	var metricsLis net.Listener
+	if c.metricsListen != "" {
+		if metricsLis, err = net.Listen("tcp", c.metricsListen); err != nil {
+			_ = lis.Close()
+			_ = srv.Shutdown(ctx)
+			return fmt.Errorf("listening for metrics: %v", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(lis) }()
+	if metrics != nil {
+		go func() {
+			if err := metrics.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics server: %v", err)
+			}
+		}()
+	}
+	mode := "TLS"
+	switch {
+	case tlsCfg == nil:
+		mode = "plaintext, development mode: not for production"
+	case c.dev:
+		mode = "TLS, development mode"
+	}
+	log.Info("pseudonymizer: serving", "grpc", lis.Addr().String(), "mode", mode, "keys", storeDesc,
+		"max_batch", c.maxBatch, "rate", c.rate, "burst", c.burst)
+	fmt.Fprintf(stdout, "pseudonymizer: serving gRPC on %s (%s)\n", lis.Addr(), mode)
+	if metricsLis != nil {
+		fmt.Fprintf(stdout, "pseudonymizer: serving metrics on http://%s/metrics\n", metricsLis.Addr())
+	}
+	if c.dev {
+		printDevHint(stdout, lis.Addr().String(), storeDesc, cache.Domains(), tlsCfg == nil)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("pseudonymizer: shutting down, finishing the calls in flight", "timeout", c.shutdownTimeout.String())
+	case serveErr = <-errc:
+		log.Error("pseudonymizer: server failed, shutting down", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("pseudonymizer: shutdown timeout reached, in-flight calls were cut")
+	}
+	if metrics != nil {
+		_ = metrics.Shutdown(sctx)
+	}
+	log.Info("pseudonymizer: stopped")
+	return serveErr
+}
+
+func newLogger(c *config, stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, usagef("-log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+}
+
+// openStore opens the key store: the development key file, with the demo
+// domain, or Vault.
+func openStore(ctx context.Context, c *config, log *slog.Logger) (src keys.Source, desc string, closeFn func(), err error) {
+	if c.dev {
+		path := filepath.Join(c.dataDir, "keys.json")
+		fs, err := keys.OpenFileStore(path, true)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		created, err := fs.EnsureDemo(ctx)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if created {
+			log.Info("pseudonymizer: created the demo domain", "domain", keys.DemoDomain, "file", path)
+		}
+		return fs, "file:" + path, func() {}, nil
+	}
+	st, err := vault.Open(ctx, vault.Config{
+		Address:      c.vaultAddr,
+		CACert:       c.vaultCA,
+		Token:        c.vaultToken,
+		RoleID:       c.vaultRoleID,
+		SecretIDFile: c.vaultSecretIDFile,
+		Mount:        c.vaultMount,
+		Mode:         vault.Service,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return st, "vault:" + c.vaultAddr, func() { _ = st.Close() }, nil
+}
+
+// identity builds the authenticator and the TLS configuration.
+func identity(c *config) (*auth.Authenticator, *tls.Config, error) {
+	var verifier *auth.JWTVerifier
+	if path := c.jwtJWKS + c.jwtKey; path != "" {
+		key, err := auth.LoadJWTKey(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if verifier, err = auth.NewJWTVerifier(key, c.jwtIssuer, c.jwtAudience); err != nil {
+			return nil, nil, err
+		}
+	}
+	var tlsCfg *tls.Config
+	if c.tlsCert != "" {
+		var err error
+		tlsCfg, err = auth.ServerTLSConfig(auth.TLSFiles{
+			Cert:               c.tlsCert,
+			Key:                c.tlsKey,
+			ClientCA:           c.tlsClientCA,
+			OptionalClientCert: verifier != nil || c.dev,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return auth.New(auth.Config{JWT: verifier, Dev: c.dev}), tlsCfg, nil
+}
+
+func printDevHint(w io.Writer, addr, store string, domains []string, plaintext bool) {
+	domain := keys.DemoDomain
+	if len(domains) > 0 && !slices.Contains(domains, domain) {
+		domain = domains[0]
+	}
+	tlsFlag := "-plaintext"
+	if !plaintext {
+		tlsFlag = "-insecure"
+	}
+	fmt.Fprintf(w, `
+Development mode. Keys: %s (domains: %v)
+The caller is named by the metadata x-pseudonymizer-principal (default "dev").
+Try:
+  grpcurl %s -H 'x-pseudonymizer-principal: alice' -d '{"name": "%s"}' %s pseudonymizer.v1.Pseudonymizer/GetDomain
+  go run ./cmd/pseudo -addr %s pseudonymize -domain %s 85.07.30-033.28
+Stop with Ctrl-C.
+`, store, domains, tlsFlag, domain, addr, addr, domain)
+}

@@ -1,0 +1,351 @@
+// Package grpcserver assembles the pseudonymizer gRPC server: the
+// pseudonymizer.v1 handler, the interceptors, the health and reflection
+// services, keepalive settings, Prometheus metrics and graceful shutdown.
+// cmd/pseudonymizer configures it; tests run it over bufconn or TCP.
+//
+// Interceptor chain, outermost first (unary and stream alike):
+//
+//  1. Prometheus server metrics (go-grpc-middleware providers/prometheus):
+//     calls started and handled by method and code, latency histogram.
+//  2. Audit (internal/audit): one slog record per call, and the per-item
+//     metrics (health checks are not audited).
+//  3. Recovery: a panic becomes INTERNAL "internal error"; it is logged
+//     with its type and stack frames only, never its value (which could
+//     hold request data).
+//  4. Authentication (internal/auth through go-grpc-middleware auth), for
+//     every service but grpc.health.v1.Health, so that probes need no
+//     credentials beyond the TLS handshake.
+//  5. Rate limiting per principal and per item (internal/ratelimit).
+//
+// Authorization is the handler's (pseudonymizer.Server), since it depends
+// on each domain's policy.
+package grpcserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	mwauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/ratelimit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
+)
+
+// Defaults of Config fields left zero.
+const (
+	// DefaultMaxRecvMsgSize bounds a request message: 1000 identify items
+	// with transitInfos of usual size fit comfortably.
+	DefaultMaxRecvMsgSize = 4 << 20
+	// DefaultHealthInterval is how often the key store's health is checked.
+	DefaultHealthInterval = 5 * time.Second
+)
+
+// Config configures a [Server].
+type Config struct {
+	// Keys is where domains are read (a *keys.Cache). Required.
+	Keys pseudonymizer.KeySource
+	// Auth identifies callers. Required.
+	Auth *auth.Authenticator
+	// TLS is the transport security; nil means plaintext, which New only
+	// accepts for a development-mode Auth (and cmd/pseudonymizer only on a
+	// loopback address, see CheckPlaintextAddr).
+	TLS *tls.Config
+	// MaxBatch is the maximum number of items of a call or stream chunk;
+	// pseudonymizer.DefaultMaxBatch when zero.
+	MaxBatch int
+	// MaxRecvMsgSize bounds the size of a request message in bytes;
+	// DefaultMaxRecvMsgSize when zero. Larger messages fail with
+	// RESOURCE_EXHAUSTED before the handler sees them.
+	MaxRecvMsgSize int
+	// Rate is the number of items per second each principal may submit,
+	// with bursts of Burst items; zero or negative disables rate limiting.
+	Rate  float64
+	Burst int
+	// MaxPrincipals bounds the rate limiter's table;
+	// ratelimit.DefaultMaxKeys when zero.
+	MaxPrincipals int
+	// HealthInterval is how often the health status is refreshed from
+	// Keys.Health; DefaultHealthInterval when zero.
+	HealthInterval time.Duration
+	// Logger receives the audit records and the server's events;
+	// slog.Default() when nil.
+	Logger *slog.Logger
+	// Registry receives the metrics; a new registry (with the Go and
+	// process collectors) when nil.
+	Registry *prometheus.Registry
+}
+
+// Server is the gRPC server of the pseudonymizer, with its health service
+// and metrics.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+	reg    *prometheus.Registry
+	keys   pseudonymizer.KeySource
+	log    *slog.Logger
+
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// New builds the server and starts refreshing its health status. Call
+// Shutdown to stop it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Keys == nil || cfg.Auth == nil {
+		return nil, errors.New("grpcserver: Keys and Auth are required")
+	}
+	if cfg.TLS == nil && !cfg.Auth.Dev() {
+		return nil, errors.New("grpcserver: plaintext is only allowed in development mode: configure TLS")
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+
+	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	items := newItemMetrics()
+	if err := reg.Register(srvMetrics); err != nil {
+		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
+	}
+	if err := reg.Register(items); err != nil {
+		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
+	}
+	auditor := audit.NewLogger(log, items.observe)
+
+	authFn := func(ctx context.Context) (context.Context, error) {
+		ctx, err := cfg.Auth.Authenticate(ctx)
+		if err == nil {
+			p, _ := auth.Principal(ctx)
+			audit.FromContext(ctx).SetPrincipal(p)
+		}
+		return ctx, err
+	}
+	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName
+	})
+	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "grpcserver: panic in a call handler", "panic_type", fmt.Sprintf("%T", p), "stack", frames())
+		return rpcstatus.Internal().Err()
+	})
+
+	unary := []grpc.UnaryServerInterceptor{
+		srvMetrics.UnaryServerInterceptor(),
+		selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
+		recovery.UnaryServerInterceptor(onPanic),
+		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authFn), notHealth),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		srvMetrics.StreamServerInterceptor(),
+		selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
+		recovery.StreamServerInterceptor(onPanic),
+		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authFn), notHealth),
+	}
+	if cfg.Rate > 0 {
+		lim := ratelimit.New(ratelimit.Config{
+			Rate:    cfg.Rate,
+			Burst:   cfg.Burst,
+			MaxKeys: cfg.MaxPrincipals,
+			Key: func(ctx context.Context) string {
+				p, _ := auth.Principal(ctx)
+				return p
+			},
+			Cost: pseudonymizer.Items,
+		})
+		unary = append(unary, lim.UnaryServerInterceptor())
+		stream = append(stream, lim.StreamServerInterceptor())
+	}
+
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		// Pings find dead peers; idle connections are closed. No
+		// MaxConnectionAge: it would cut long stream jobs.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: 15 * time.Minute,
+			Time:              time.Minute,
+			Timeout:           20 * time.Second,
+		}),
+		// Clients may ping every 20 s at most, even without calls.
+		// Faster pings get the connection closed (ENHANCE_YOUR_CALM).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             20 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterPseudonymizerServer(gs, pseudonymizer.NewServer(cfg.Keys, pseudonymizer.WithMaxBatch(cfg.MaxBatch)))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	srvMetrics.InitializeMetrics(gs)
+
+	s := &Server{
+		grpc: gs, health: hs, reg: reg, keys: cfg.Keys, log: log,
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	s.updateHealth()
+	go s.watchHealth(cfg.HealthInterval)
+	return s, nil
+}
+
+// frames returns the function and line of each frame of the panicking
+// goroutine, without argument values.
+func frames() []string {
+	pcs := make([]uintptr, 32)
+	n := runtime.Callers(3, pcs)
+	fs := runtime.CallersFrames(pcs[:n])
+	var out []string
+	for {
+		f, more := fs.Next()
+		out = append(out, fmt.Sprintf("%s:%d", f.Function, f.Line))
+		if !more {
+			break
+		}
+	}
+	return out
+}
+
+// servingStatus is SERVING unless the key store cannot be read (a domain
+// that fails validation only degrades the service: the others are served).
+func servingStatus(err error) healthpb.HealthCheckResponse_ServingStatus {
+	if errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrDenied) {
+		return healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	return healthpb.HealthCheckResponse_SERVING
+}
+
+// updateHealth publishes two health statuses:
+//
+//   - "" (the server as a whole) is NOT_SERVING while the key store cannot
+//     be read: the degraded state that monitoring alerts on;
+//   - "pseudonymizer.v1.Pseudonymizer" stays SERVING as long as the server
+//     runs, since it keeps serving from the keys it has cached (it cannot
+//     start without them). Readiness probes and load balancers check this
+//     name, so that a Vault outage does not drain every replica at once.
+func (s *Server) updateHealth() {
+	s.health.SetServingStatus("", servingStatus(s.keys.Health()))
+	s.health.SetServingStatus(pb.Pseudonymizer_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+}
+
+func (s *Server) watchHealth(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := healthpb.HealthCheckResponse_SERVING
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		err := s.keys.Health()
+		st := servingStatus(err)
+		if st != last {
+			if st == healthpb.HealthCheckResponse_NOT_SERVING {
+				s.log.Error("grpcserver: key store unavailable, health is NOT_SERVING", "err", err)
+			} else {
+				s.log.Info("grpcserver: key store available again, health is SERVING")
+			}
+			last = st
+		}
+		s.updateHealth()
+	}
+}
+
+// Serve accepts connections on lis until Shutdown. It returns nil after a
+// shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// MetricsHandler serves the registry in the Prometheus text format, for
+// /metrics on a separate listener.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
+}
+
+// Shutdown marks the server NOT_SERVING, stops accepting calls and waits
+// for the calls in flight to finish; when ctx ends first, it closes the
+// remaining connections. It returns ctx.Err() in that case.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	<-s.done
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+		return ctx.Err()
+	}
+}
+
+// CheckPlaintextAddr accepts a listen address for plaintext (development)
+// only when its host is a loopback address or "localhost": plaintext must
+// never be reachable from another machine.
+func CheckPlaintextAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("grpcserver: listen address %q: %v", addr, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("grpcserver: refusing plaintext on %q: without TLS, listen on a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
+}

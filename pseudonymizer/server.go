@@ -1,0 +1,478 @@
+package pseudonymizer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+)
+
+// DefaultMaxBatch is the maximum number of items of one call (or stream
+// chunk) when none is configured.
+const DefaultMaxBatch = 1000
+
+// KeySource is where a [Server] reads domains. *keys.Cache implements it.
+// Implementations must be safe for concurrent use.
+type KeySource interface {
+	// Domain returns the current snapshot of a domain, without I/O (it is
+	// called on every request). The error wraps keys.ErrUnknownDomain for
+	// a domain that does not exist.
+	Domain(name string) (*keys.Domain, error)
+	// Health is nil while the key store answers; otherwise the error wraps
+	// keys.ErrUnavailable, keys.ErrDenied or keys.ErrInvalid. The health
+	// service reports it.
+	Health() error
+}
+
+var _ KeySource = (*keys.Cache)(nil)
+
+// Server implements pseudonymizerv1.PseudonymizerServer.
+//
+// Authorization, from each domain's keys.Policy, for the principal that the
+// interceptors authenticated (internal/auth); "*" in a list matches every
+// authenticated principal:
+//
+//   - Pseudonymize: the principal is in Policy.Pseudonymize.
+//   - Identify: the principal is in Policy.Identify and not in
+//     Policy.Owners (owners may never identify, even when listed).
+//   - ConvertTo: the principal is in Policy.Convert[to_domain] of the
+//     from_domain.
+//   - GetDomain: the principal may run at least one of the above.
+//
+// A transitInfo bound to a subject (sub) is only accepted from that
+// principal: other callers get a per-item PERMISSION_DENIED with
+// ERROR_REASON_WRONG_SUBJECT.
+//
+// Unknown domains: a domain that does not exist and a domain on which the
+// caller may not run the operation give the same PERMISSION_DENIED (reason
+// ERROR_REASON_OPERATION_NOT_ALLOWED, fixed message), so that no caller can
+// list the domains by probing names. NOT_FOUND (ERROR_REASON_UNKNOWN_DOMAIN)
+// is only returned for a ConvertTo target that the caller's policy names
+// but that does not exist (yet): the policy already told the caller its
+// name. "*" in Policy.Owners makes every principal an owner, so nobody may
+// identify.
+//
+// A call is checked in this order, the first failure failing the whole call:
+// empty domain name (INVALID_ARGUMENT), more items than the maximum batch
+// size (INVALID_ARGUMENT, ERROR_REASON_BATCH_TOO_LARGE, whose ErrorInfo
+// metadata "max_batch_size" gives the limit), ConvertTo within one domain
+// (INVALID_ARGUMENT), authorization (PERMISSION_DENIED). Then every item is
+// evaluated, and an item that fails gets its own google.rpc.Status.
+type Server struct {
+	pb.UnimplementedPseudonymizerServer
+
+	src      KeySource
+	maxBatch int
+	prepared sync.Map // domain name → *prepared
+}
+
+var _ pb.PseudonymizerServer = (*Server)(nil)
+
+// prepared is a Domain made from one generation of a domain's keys.
+type prepared struct {
+	generation uint64
+	d          *Domain
+}
+
+// Option configures a [Server].
+type Option func(*Server)
+
+// WithMaxBatch sets the maximum number of items of one call or stream chunk
+// (DefaultMaxBatch when n <= 0). Larger requests fail with INVALID_ARGUMENT,
+// reason ERROR_REASON_BATCH_TOO_LARGE.
+func WithMaxBatch(n int) Option {
+	return func(s *Server) {
+		if n > 0 {
+			s.maxBatch = n
+		}
+	}
+}
+
+// NewServer returns the gRPC handler of pseudonymizer.v1 serving the domains
+// of src.
+func NewServer(src KeySource, opts ...Option) *Server {
+	s := &Server{src: src, maxBatch: DefaultMaxBatch}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// MaxBatch returns the maximum number of items of one call.
+func (s *Server) MaxBatch() int { return s.maxBatch }
+
+// Items returns the number of items of a pseudonymizer.v1 request or stream
+// message, and 0 for any other message. Rate limits count items with it.
+func Items(msg any) int {
+	switch m := msg.(type) {
+	case *pb.PseudonymizeRequest:
+		return len(m.GetItems())
+	case *pb.IdentifyRequest:
+		return len(m.GetItems())
+	case *pb.ConvertToRequest:
+		return len(m.GetItems())
+	case *pb.PseudonymizeStreamRequest:
+		return len(m.GetRequest().GetItems())
+	case *pb.IdentifyStreamRequest:
+		return len(m.GetRequest().GetItems())
+	case *pb.ConvertToStreamRequest:
+		return len(m.GetRequest().GetItems())
+	}
+	return 0
+}
+
+// domain returns the prepared domain, computing it (and k⁻¹) only when the
+// key source has a new generation of it.
+func (s *Server) domain(name string) (*Domain, error) {
+	kd, err := s.src.Domain(name)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := s.prepared.Load(name); ok {
+		if p := v.(*prepared); p.generation == kd.Generation {
+			return p.d, nil
+		}
+	}
+	d, err := NewDomain(kd)
+	if err != nil {
+		return nil, err
+	}
+	s.prepared.Store(name, &prepared{generation: kd.Generation, d: d})
+	return d, nil
+}
+
+// callContext is what every operation needs besides its request.
+type callContext struct {
+	caller string
+	rec    *audit.Record
+}
+
+func (s *Server) begin(ctx context.Context) (*callContext, error) {
+	caller, ok := auth.Principal(ctx)
+	if !ok {
+		return nil, errUnauthenticated
+	}
+	return &callContext{caller: caller, rec: audit.FromContext(ctx)}, nil
+}
+
+// authorized returns the domain if it exists and allowed says the caller
+// may use it; errDenied otherwise, whichever it is. The audit record gets
+// the name of an existing domain, allowed or not, and never a name that the
+// caller made up.
+func (s *Server) authorized(c *callContext, name string, allowed func(keys.Policy, string) bool) (*Domain, error) {
+	if name == "" {
+		return nil, errNoDomain
+	}
+	d, err := s.domain(name)
+	switch {
+	case errors.Is(err, keys.ErrUnknownDomain):
+		return nil, errDenied
+	case err != nil:
+		return nil, err
+	}
+	c.rec.AddDomain(d.Name())
+	if !allowed(d.policy, c.caller) {
+		return nil, errDenied
+	}
+	return d, nil
+}
+
+func (s *Server) checkBatch(n int) error {
+	if n > s.maxBatch {
+		return &batchTooLargeError{max: s.maxBatch}
+	}
+	return nil
+}
+
+// itemError turns an item's error into its google.rpc.Status and records
+// it.
+func itemError(c *callContext, err error) *status.Status {
+	st := toStatus(err)
+	c.rec.AddItemError(rpcstatus.ReasonOf(st))
+	return st
+}
+
+func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
+	c, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetDomain() == "" {
+		return nil, errNoDomain
+	}
+	items := req.GetItems()
+	if err := s.checkBatch(len(items)); err != nil {
+		return nil, err
+	}
+	d, err := s.authorized(c, req.GetDomain(), canPseudonymize)
+	if err != nil {
+		return nil, err
+	}
+	c.rec.AddItems(len(items))
+
+	blinded := make([][]byte, len(items))
+	for i, it := range items {
+		blinded[i] = it.GetBlinded()
+	}
+	out, errs := d.PseudonymizeBatch(blinded, &Params{Now: time.Now(), Caller: c.caller})
+	res := make([]*pb.PseudonymizeResult, len(items))
+	for i, it := range items {
+		r := &pb.PseudonymizeResult{Id: it.GetId()}
+		if errs[i] != nil {
+			r.Outcome = &pb.PseudonymizeResult_Error{Error: itemError(c, errs[i]).Proto()}
+		} else {
+			r.Outcome = &pb.PseudonymizeResult_Evaluated{Evaluated: &pb.Evaluated{
+				Point: out[i].Point[:], TransitInfo: out[i].TransitInfo,
+			}}
+		}
+		res[i] = r
+	}
+	return &pb.PseudonymizeResponse{Results: res}, nil
+}
+
+func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
+	c, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetDomain() == "" {
+		return nil, errNoDomain
+	}
+	items := req.GetItems()
+	if err := s.checkBatch(len(items)); err != nil {
+		return nil, err
+	}
+	d, err := s.authorized(c, req.GetDomain(), canIdentify)
+	if err != nil {
+		return nil, err
+	}
+	c.rec.AddItems(len(items))
+
+	in := make([]Item, len(items))
+	for i, it := range items {
+		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
+	}
+	out, errs := d.IdentifyBatch(in, &Params{Now: time.Now(), Caller: c.caller})
+	res := make([]*pb.IdentifyResult, len(items))
+	for i, it := range items {
+		r := &pb.IdentifyResult{Id: it.GetId()}
+		if errs[i] != nil {
+			r.Outcome = &pb.IdentifyResult_Error{Error: itemError(c, errs[i]).Proto()}
+		} else {
+			r.Outcome = &pb.IdentifyResult_Point{Point: out[i][:]}
+		}
+		res[i] = r
+	}
+	return &pb.IdentifyResponse{Results: res}, nil
+}
+
+func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
+	c, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	from, to := req.GetFromDomain(), req.GetToDomain()
+	if from == "" || to == "" {
+		return nil, errNoDomain
+	}
+	items := req.GetItems()
+	if err := s.checkBatch(len(items)); err != nil {
+		return nil, err
+	}
+	if from == to {
+		return nil, ErrSameDomain
+	}
+	fd, err := s.authorized(c, from, func(p keys.Policy, caller string) bool {
+		return matches(p.Convert[to], caller)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The policy of from_domain names to_domain: its existence is no
+	// secret to this caller.
+	td, err := s.domain(to)
+	if err != nil {
+		return nil, err
+	}
+	c.rec.AddDomain(td.Name())
+	c.rec.AddItems(len(items))
+
+	in := make([]Item, len(items))
+	for i, it := range items {
+		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
+	}
+	out, errs := ConvertBatch(fd, td, in, &Params{Now: time.Now(), Caller: c.caller})
+	res := make([]*pb.ConvertResult, len(items))
+	for i, it := range items {
+		r := &pb.ConvertResult{Id: it.GetId()}
+		if errs[i] != nil {
+			r.Outcome = &pb.ConvertResult_Error{Error: itemError(c, errs[i]).Proto()}
+		} else {
+			r.Outcome = &pb.ConvertResult_Evaluated{Evaluated: &pb.Evaluated{
+				Point: out[i].Point[:], TransitInfo: out[i].TransitInfo,
+			}}
+		}
+		res[i] = r
+	}
+	return &pb.ConvertToResponse{Results: res}, nil
+}
+
+// Pseudonymize implements pseudonymizerv1.PseudonymizerServer.
+func (s *Server) Pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
+	resp, err := s.pseudonymize(ctx, req)
+	if err != nil {
+		return nil, toStatus(err).Err()
+	}
+	return resp, nil
+}
+
+// Identify implements pseudonymizerv1.PseudonymizerServer.
+func (s *Server) Identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
+	resp, err := s.identify(ctx, req)
+	if err != nil {
+		return nil, toStatus(err).Err()
+	}
+	return resp, nil
+}
+
+// ConvertTo implements pseudonymizerv1.PseudonymizerServer.
+func (s *Server) ConvertTo(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
+	resp, err := s.convert(ctx, req)
+	if err != nil {
+		return nil, toStatus(err).Err()
+	}
+	return resp, nil
+}
+
+// serveStream answers each chunk of a stream like the unary call, in order.
+func serveStream[Req, Resp, In, Out any](
+	stream grpc.BidiStreamingServer[Req, Resp],
+	chunk func(*Req) *In,
+	call func(context.Context, *In) (*Out, error),
+	wrap func(*Out) *Resp,
+) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			// A gRPC status (cancellation, message too large, rate limit)
+			// goes back as it is; anything else is internal.
+			if _, ok := status.FromError(err); ok {
+				return err
+			}
+			return rpcstatus.Internal().Err()
+		}
+		out, err := call(ctx, chunk(req))
+		if err != nil {
+			return toStatus(err).Err()
+		}
+		if err := stream.Send(wrap(out)); err != nil {
+			return err
+		}
+	}
+}
+
+// PseudonymizeStream implements pseudonymizerv1.PseudonymizerServer: each
+// chunk is handled as one Pseudonymize call.
+func (s *Server) PseudonymizeStream(stream grpc.BidiStreamingServer[pb.PseudonymizeStreamRequest, pb.PseudonymizeStreamResponse]) error {
+	return serveStream(stream, (*pb.PseudonymizeStreamRequest).GetRequest, s.pseudonymize,
+		func(r *pb.PseudonymizeResponse) *pb.PseudonymizeStreamResponse {
+			return &pb.PseudonymizeStreamResponse{Response: r}
+		})
+}
+
+// IdentifyStream implements pseudonymizerv1.PseudonymizerServer: each chunk
+// is handled as one Identify call.
+func (s *Server) IdentifyStream(stream grpc.BidiStreamingServer[pb.IdentifyStreamRequest, pb.IdentifyStreamResponse]) error {
+	return serveStream(stream, (*pb.IdentifyStreamRequest).GetRequest, s.identify,
+		func(r *pb.IdentifyResponse) *pb.IdentifyStreamResponse {
+			return &pb.IdentifyStreamResponse{Response: r}
+		})
+}
+
+// ConvertToStream implements pseudonymizerv1.PseudonymizerServer: each
+// chunk is handled as one ConvertTo call.
+func (s *Server) ConvertToStream(stream grpc.BidiStreamingServer[pb.ConvertToStreamRequest, pb.ConvertToStreamResponse]) error {
+	return serveStream(stream, (*pb.ConvertToStreamRequest).GetRequest, s.convert,
+		func(r *pb.ConvertToResponse) *pb.ConvertToStreamResponse {
+			return &pb.ConvertToStreamResponse{Response: r}
+		})
+}
+
+// GetDomain implements pseudonymizerv1.PseudonymizerServer.
+func (s *Server) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.GetDomainResponse, error) {
+	c, err := s.begin(ctx)
+	if err != nil {
+		return nil, toStatus(err).Err()
+	}
+	d, err := s.authorized(c, req.GetName(), func(p keys.Policy, caller string) bool {
+		return len(allowedOperations(p, caller)) > 0
+	})
+	if err != nil {
+		return nil, toStatus(err).Err()
+	}
+	p := d.policy
+	return &pb.GetDomainResponse{
+		Name:              d.Name(),
+		Audience:          d.Audience(),
+		Ttl:               durationpb.New(d.TTL()),
+		ActiveKid:         d.ActiveKid(),
+		AcceptedKids:      d.Kids(),
+		AllowedOperations: allowedOperations(p, c.caller),
+		ConvertTargets:    convertTargets(p, c.caller),
+	}, nil
+}
+
+// matches reports whether a policy list admits the caller.
+func matches(list []string, caller string) bool {
+	return slices.Contains(list, "*") || slices.Contains(list, caller)
+}
+
+func canPseudonymize(p keys.Policy, caller string) bool { return matches(p.Pseudonymize, caller) }
+
+// canIdentify refuses owners whatever the Identify list says.
+func canIdentify(p keys.Policy, caller string) bool {
+	return matches(p.Identify, caller) && !matches(p.Owners, caller)
+}
+
+// convertTargets returns, sorted, the domains the caller may convert into.
+func convertTargets(p keys.Policy, caller string) []string {
+	var out []string
+	for to, who := range p.Convert {
+		if matches(who, caller) {
+			out = append(out, to)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func allowedOperations(p keys.Policy, caller string) []pb.Operation {
+	var ops []pb.Operation
+	if canPseudonymize(p, caller) {
+		ops = append(ops, pb.Operation_OPERATION_PSEUDONYMIZE)
+	}
+	if canIdentify(p, caller) {
+		ops = append(ops, pb.Operation_OPERATION_IDENTIFY)
+	}
+	if len(convertTargets(p, caller)) > 0 {
+		ops = append(ops, pb.Operation_OPERATION_CONVERT)
+	}
+	return ops
+}
