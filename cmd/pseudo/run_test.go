@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/owner"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
+)
+
+// startDev runs a dev-mode service (the one `pseudonymizer -dev` runs) on
+// a loopback TCP port with the demo domain.
+func startDev(t *testing.T) (addr string, store *keys.FileStore) {
+	t.Helper()
+	ctx := context.Background()
+	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.EnsureDemo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := keys.NewCache(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	srv, err := grpcserver.New(grpcserver.Config{
+		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: 1e6, Burst: 1e6,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return lis.Addr().String(), store
+}
+
+func pseudo(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestPseudoEndToEnd(t *testing.T) {
+	addr, store := startDev(t)
+	conn := []string{"-addr", addr, "-insecure", "-principal", "dr-alice"}
+	ctx := context.Background()
+
+	// pseudonymize from arguments: one transit pseudonym per value.
+	out, _, err := pseudo(t, "", append(conn, "pseudonymize", "-domain", keys.DemoDomain, "85.07.30-033.28", "85073003328")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("output %q", out)
+	}
+	o, err := owner.New(ctx, keys.DemoDomain, store, owner.WithRefreshInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ats []pseudonym.AtRest
+	for _, l := range lines {
+		tp, err := pseudonym.ParseTransit(l)
+		if err != nil {
+			t.Fatalf("not a transit pseudonym: %q", l)
+		}
+		ats = append(ats, must(o.AtRest(ctx, tp)))
+	}
+	if ats[0] != ats[1] {
+		t.Fatal("the two spellings of one NISS got different pseudonyms")
+	}
+
+	// identify from a file, batched in 2s, with a bad line kept in place.
+	var in strings.Builder
+	for range 3 {
+		in.WriteString(must(o.InTransit(ats[0])).String() + "\n")
+	}
+	in.WriteString("garbage\n")
+	f := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(f, []byte(in.String()), 0o600)
+	out, _, err = pseudo(t, "", append(conn, "-in", f, "-batch", "2", "identify", "-domain", keys.DemoDomain)...)
+	if _, ok := err.(itemsFailed); !ok {
+		t.Fatalf("want itemsFailed, got %v", err)
+	}
+	want := "85.07.30-033.28\n85.07.30-033.28\n85.07.30-033.28\nERROR malformed transit pseudonym\n"
+	if out != want {
+		t.Fatalf("identify output %q, want %q", out, want)
+	}
+
+	// stdin, an invalid NISS, and the domain command.
+	out, _, err = pseudo(t, "85073003328\n12345\n", append(conn, "pseudonymize", "-domain", keys.DemoDomain)...)
+	if _, ok := err.(itemsFailed); !ok || !strings.HasSuffix(out, "ERROR invalid identifier\n") {
+		t.Fatalf("stdin: %q, %v", out, err)
+	}
+	out, _, err = pseudo(t, "", append(conn, "domain", keys.DemoDomain)...)
+	if err != nil || !strings.Contains(out, "you may: pseudonymize") {
+		t.Fatalf("domain: %q, %v", out, err)
+	}
+	// A bound transit pseudonym cannot be identified by someone else.
+	bound := must(o.InTransit(ats[0], owner.Subject("dr-alice"))).String()
+	out, _, _ = pseudo(t, "", "-addr", addr, "-insecure", "-principal", "dr-bob", "identify", "-domain", keys.DemoDomain, bound)
+	if out != "ERROR wrong_subject\n" {
+		t.Fatalf("identify by another: %q", out)
+	}
+}
+
+func TestPseudoUsage(t *testing.T) {
+	var errb bytes.Buffer
+	for _, args := range [][]string{
+		{}, {"frobnicate"}, {"pseudonymize"}, {"convert", "-from", "a"}, {"domain"},
+		{"pseudonymize", "-domain", "d", "-kind", "ssn"}, {"-batch", "0", "pseudonymize", "-domain", "d"},
+	} {
+		err := run(context.Background(), args, strings.NewReader(""), io.Discard, &errb)
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+		if code := exitCode(err, &errb); code != 2 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
