@@ -29,7 +29,7 @@ const usage = `usage:
   pseudo [flags] identify     -domain D [-kind niss|raw] [transit-pseudonym ...]
   pseudo [flags] convert      -from A -to B [transit-pseudonym ...]
   pseudo [flags] domain       NAME
-flags:
+flags (before or after the command):
   -addr host:port     service address (default 127.0.0.1:50051, env PSEUDO_ADDR)
   -ca file            CA certificate of the service (PEM)
   -cert, -key file    client certificate and key for mTLS (PEM)
@@ -57,23 +57,28 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	var o options
-	fs := flag.NewFlagSet("pseudo", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	addr := os.Getenv("PSEUDO_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:50051"
 	}
-	fs.StringVar(&o.addr, "addr", addr, "")
-	fs.StringVar(&o.ca, "ca", "", "")
-	fs.StringVar(&o.cert, "cert", "", "")
-	fs.StringVar(&o.key, "key", "", "")
-	fs.BoolVar(&o.insecure, "insecure", false, "")
-	fs.StringVar(&o.principal, "principal", "", "")
-	fs.StringVar(&o.token, "token", "", "")
-	fs.StringVar(&o.in, "in", "-", "")
-	fs.IntVar(&o.batch, "batch", 1000, "")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "")
+	o := options{addr: addr, in: "-", batch: 1000, timeout: 30 * time.Second}
+	// The connection and input flags are accepted before and after the
+	// command; each flag set starts from the values parsed so far.
+	common := func(fs *flag.FlagSet) {
+		fs.StringVar(&o.addr, "addr", o.addr, "")
+		fs.StringVar(&o.ca, "ca", o.ca, "")
+		fs.StringVar(&o.cert, "cert", o.cert, "")
+		fs.StringVar(&o.key, "key", o.key, "")
+		fs.BoolVar(&o.insecure, "insecure", o.insecure, "")
+		fs.StringVar(&o.principal, "principal", o.principal, "")
+		fs.StringVar(&o.token, "token", o.token, "")
+		fs.StringVar(&o.in, "in", o.in, "")
+		fs.IntVar(&o.batch, "batch", o.batch, "")
+		fs.DurationVar(&o.timeout, "timeout", o.timeout, "")
+	}
+	fs := flag.NewFlagSet("pseudo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	common(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -83,6 +88,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	sub := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	sub.SetOutput(io.Discard)
+	common(sub)
 	domain := sub.String("domain", "", "")
 	kind := sub.String("kind", "niss", "")
 	from := sub.String("from", "", "")

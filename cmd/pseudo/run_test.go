@@ -103,7 +103,7 @@ func TestPseudoEndToEnd(t *testing.T) {
 	in.WriteString("garbage\n")
 	f := filepath.Join(t.TempDir(), "in.txt")
 	os.WriteFile(f, []byte(in.String()), 0o600)
-	out, _, err = pseudo(t, "", append(conn, "-in", f, "-batch", "2", "identify", "-domain", keys.DemoDomain)...)
+	out, _, err = pseudo(t, "", append(conn, "-batch", "2", "identify", "-domain", keys.DemoDomain, "-in", f)...)
 	if _, ok := err.(itemsFailed); !ok {
 		t.Fatalf("want itemsFailed, got %v", err)
 	}

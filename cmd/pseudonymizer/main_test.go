@@ -172,7 +172,7 @@ func startRun(t *testing.T, args []string) (addr string, stdout *syncBuffer) {
 func TestRunDev(t *testing.T) {
 	dataDir := t.TempDir()
 	addr, stdout := startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "", "-data-dir", dataDir})
-	for _, want := range []string{"grpcurl -plaintext", "go run ./cmd/pseudo -addr " + addr + " pseudonymize -domain " + keys.DemoDomain} {
+	for _, want := range []string{"grpcurl -plaintext", "go run ./cmd/pseudo -addr " + addr + " -insecure -principal alice pseudonymize -domain " + keys.DemoDomain} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("the hint lacks %q:\n%s", want, stdout.String())
 		}

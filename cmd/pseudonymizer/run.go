@@ -207,16 +207,16 @@ func printDevHint(w io.Writer, addr, store string, domains []string, plaintext b
 	if len(domains) > 0 && !slices.Contains(domains, domain) {
 		domain = domains[0]
 	}
-	tlsFlag := "-plaintext"
+	tlsFlag, pseudoFlag := "-plaintext", "-insecure "
 	if !plaintext {
-		tlsFlag = "-insecure"
+		tlsFlag, pseudoFlag = "-insecure", ""
 	}
 	fmt.Fprintf(w, `
 Development mode. Keys: %s (domains: %v)
 The caller is named by the metadata x-pseudonymizer-principal (default "dev").
 Try:
   grpcurl %s -H 'x-pseudonymizer-principal: alice' -d '{"name": "%s"}' %s pseudonymizer.v1.Pseudonymizer/GetDomain
-  go run ./cmd/pseudo -addr %s pseudonymize -domain %s 85.07.30-033.28
+  go run ./cmd/pseudo -addr %s %s-principal alice pseudonymize -domain %s 85.07.30-033.28
 Stop with Ctrl-C.
-`, store, domains, tlsFlag, domain, addr, addr, domain)
+`, store, domains, tlsFlag, domain, addr, addr, pseudoFlag, domain)
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+)
+
+// inProcess is a development server started by -inprocess: the server of
+// cmd/pseudonymizer -dev -rate 0 (demo domain in a temporary key file,
+// plaintext on a loopback port, audit records formatted and discarded), and
+// its /metrics on another loopback port.
+type inProcess struct {
+	addr       string
+	metricsURL string
+	stop       func()
+}
+
+func startInProcess(ctx context.Context) (_ *inProcess, err error) {
+	dir, err := os.MkdirTemp("", "pseudobench-")
+	if err != nil {
+		return nil, err
+	}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+	cleanup = append(cleanup, func() { _ = os.RemoveAll(dir) })
+
+	fs, err := keys.OpenFileStore(filepath.Join(dir, "keys.json"), true)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fs.EnsureDemo(ctx); err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	cache, err := keys.NewCache(ctx, fs, &keys.CacheOptions{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { _ = cache.Close() })
+	srv, err := grpcserver.New(grpcserver.Config{
+		Keys:   cache,
+		Auth:   auth.New(auth.Config{Dev: true}),
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	mlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", srv.MetricsHandler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	go func() {
+		if err := hs.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pseudobench: metrics server", "err", err)
+		}
+	}()
+	cleanup = append(cleanup, func() { _ = hs.Close() })
+	stop := func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	return &inProcess{
+		addr:       lis.Addr().String(),
+		metricsURL: "http://" + mlis.Addr().String() + "/metrics",
+		stop:       stop,
+	}, nil
+}

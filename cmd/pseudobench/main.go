@@ -1,0 +1,46 @@
+// Command pseudobench measures a running pseudonymization service over gRPC
+// and expresses its throughput as a ratio to the cost of one ristretto255
+// ScalarMult measured on the same machine in the same run.
+//
+// It sends pre-blinded points (made before the timed phase, so that its own
+// cryptography does not compete with the server for CPU) in batches of the
+// given sizes from the given number of concurrent callers, either as fast as
+// the server answers (closed loop) or at a target rate (open loop, for
+// latency at a given load). For each run it prints the throughput in items
+// per second, the latency percentiles of a call, the errors, the server's
+// resident memory and CPU time, and the throughput as a fraction of the
+// ceiling cores ÷ ScalarMult: the rate at which the server's cores could do
+// nothing but the one scalar multiplication that each item needs.
+//
+//	go run ./cmd/pseudobench -addr 127.0.0.1:50051 -metrics http://127.0.0.1:9090/metrics
+//	go run ./cmd/pseudobench -inprocess -cpuprofile cpu.out
+//
+// scripts/bench.sh runs the standard matrix; docs/benchmarks.md explains
+// every number.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "pseudobench: %v (see -h)\n", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "pseudobench: %v\n", err)
+		os.Exit(1)
+	}
+}
