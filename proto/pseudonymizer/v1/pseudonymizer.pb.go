@@ -122,7 +122,9 @@ const (
 	// the server's maximum batch size. ErrorInfo.metadata["max_batch_size"]
 	// gives the limit in decimal.
 	ErrorReason_ERROR_REASON_BATCH_TOO_LARGE ErrorReason = 9
-	// Call, NOT_FOUND: the named domain does not exist.
+	// Call, NOT_FOUND: a ConvertTo target that the caller's policy names does
+	// not exist. (An unknown domain otherwise gets PERMISSION_DENIED with
+	// OPERATION_NOT_ALLOWED, like a forbidden one.)
 	ErrorReason_ERROR_REASON_UNKNOWN_DOMAIN ErrorReason = 10
 	// Call, PERMISSION_DENIED: the domain's policy does not allow the caller
 	// this operation (or, for ConvertTo, this target domain).

@@ -71,9 +71,12 @@ const (
 //   - UNAUTHENTICATED: the caller has no verified identity (mTLS).
 //   - INVALID_ARGUMENT: an empty domain name, or more items than the server's
 //     maximum batch size (a server setting, default 1000).
-//   - NOT_FOUND: the domain does not exist.
 //   - PERMISSION_DENIED: the domain's policy does not let the caller run this
-//     operation on it (owners, for instance, may never identify).
+//     operation on it (owners, for instance, may never identify), or the
+//     domain does not exist: both get the same status, so that callers
+//     cannot probe which domains exist.
+//   - NOT_FOUND: only for ConvertTo, when the caller's policy names a target
+//     domain that does not exist.
 //   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry later.
 //   - UNAVAILABLE: the key store cannot be reached; retry later.
 //   - INTERNAL: anything else. The message never says more.
@@ -140,8 +143,8 @@ type PseudonymizerClient interface {
 	// GetDomain returns a domain's public settings and what the caller may do
 	// with it. It never returns key material.
 	//
-	// Errors: NOT_FOUND if the domain does not exist, PERMISSION_DENIED if the
-	// caller may run no operation at all on it.
+	// Errors: PERMISSION_DENIED if the caller may run no operation at all on
+	// it, or if it does not exist (the same status for both).
 	GetDomain(ctx context.Context, in *GetDomainRequest, opts ...grpc.CallOption) (*GetDomainResponse, error)
 }
 
@@ -275,9 +278,12 @@ func (c *pseudonymizerClient) GetDomain(ctx context.Context, in *GetDomainReques
 //   - UNAUTHENTICATED: the caller has no verified identity (mTLS).
 //   - INVALID_ARGUMENT: an empty domain name, or more items than the server's
 //     maximum batch size (a server setting, default 1000).
-//   - NOT_FOUND: the domain does not exist.
 //   - PERMISSION_DENIED: the domain's policy does not let the caller run this
-//     operation on it (owners, for instance, may never identify).
+//     operation on it (owners, for instance, may never identify), or the
+//     domain does not exist: both get the same status, so that callers
+//     cannot probe which domains exist.
+//   - NOT_FOUND: only for ConvertTo, when the caller's policy names a target
+//     domain that does not exist.
 //   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry later.
 //   - UNAVAILABLE: the key store cannot be reached; retry later.
 //   - INTERNAL: anything else. The message never says more.
@@ -344,8 +350,8 @@ type PseudonymizerServer interface {
 	// GetDomain returns a domain's public settings and what the caller may do
 	// with it. It never returns key material.
 	//
-	// Errors: NOT_FOUND if the domain does not exist, PERMISSION_DENIED if the
-	// caller may run no operation at all on it.
+	// Errors: PERMISSION_DENIED if the caller may run no operation at all on
+	// it, or if it does not exist (the same status for both).
 	GetDomain(context.Context, *GetDomainRequest) (*GetDomainResponse, error)
 	mustEmbedUnimplementedPseudonymizerServer()
 }
