@@ -261,30 +261,54 @@ func (c *Client) pseudonymizeChunk(ctx context.Context, domain string, ids [][]b
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, r := range resp.GetResults() {
-			i, ok := index(r.GetId(), len(ids))
-			if !ok {
-				continue
-			}
-			if e := r.GetError(); e != nil {
-				errs[i] = itemError(e)
-			} else if ev := r.GetEvaluated(); ev != nil {
-				points[i], infos[i] = ev.GetPoint(), ev.GetTransitInfo()
-			}
-		}
+		collect(resp.GetResults(), errs, func(i int, r *pb.PseudonymizeResult) {
+			points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
+		})
 	}
-	out, uerrs := bu.UnblindBatch(points, infos)
-	for i := range out {
-		switch {
-		case errs[i] != nil:
-			out[i] = nil
-		case points[i] == nil:
-			out[i], errs[i] = nil, ErrMissingResult
-		default:
-			errs[i] = uerrs[i]
-		}
-	}
+	res, uerrs := bu.UnblindBatch(points, infos)
+	out := make([]*pseudonym.Transit, len(ids))
+	merge(out, errs, 0, res, uerrs, errs, points)
 	return out, errs, nil
+}
+
+type itemResult interface {
+	GetId() string
+	GetError() *spb.Status
+}
+
+// collect reads one chunk's results: errs[i] gets the error of item i, and
+// the others go to ok. A result with an unknown id is ignored (the item
+// then has no answer).
+func collect[R itemResult](results []R, errs []error, ok func(i int, r R)) {
+	for _, r := range results {
+		i, known := index(r.GetId(), len(errs))
+		if !known {
+			continue
+		}
+		if e := r.GetError(); e != nil {
+			errs[i] = itemError(e)
+		} else {
+			ok(i, r)
+		}
+	}
+}
+
+// merge writes one chunk's outcome into the batch's, from index lo: item i
+// keeps its blinding or service error (cerrs), gets ErrMissingResult when
+// the service sent no point for it, and else its unblinded result.
+func merge[T any](out []T, errs []error, lo int, res []T, uerrs, cerrs []error, points [][]byte) {
+	var zero T
+	for i := range res {
+		j := lo + i
+		switch {
+		case cerrs[i] != nil:
+			out[j], errs[j] = zero, cerrs[i]
+		case points[i] == nil:
+			out[j], errs[j] = zero, ErrMissingResult
+		default:
+			out[j], errs[j] = res[i], uerrs[i]
+		}
+	}
 }
 
 func index(id string, n int) (int, bool) {
@@ -326,30 +350,10 @@ func (c *Client) IdentifyBatch(ctx context.Context, domain string, ts []*pseudon
 			if err != nil {
 				return nil, nil, err
 			}
-			for _, r := range resp.GetResults() {
-				i, ok := index(r.GetId(), len(sub))
-				if !ok {
-					continue
-				}
-				if e := r.GetError(); e != nil {
-					berrs[i] = itemError(e)
-				} else {
-					points[i] = r.GetPoint()
-				}
-			}
+			collect(resp.GetResults(), berrs, func(i int, r *pb.IdentifyResult) { points[i] = r.GetPoint() })
 		}
 		ids, ierrs := bu.IdentifyBatch(points)
-		for i := range sub {
-			j := ch[0] + i
-			switch {
-			case berrs[i] != nil:
-				errs[j] = berrs[i]
-			case points[i] == nil:
-				errs[j] = ErrMissingResult
-			default:
-				out[j], errs[j] = ids[i], ierrs[i]
-			}
-		}
+		merge(out, errs, ch[0], ids, ierrs, berrs, points)
 	}
 	return out, errs, nil
 }
@@ -389,30 +393,12 @@ func (c *Client) ConvertBatch(ctx context.Context, from, to string, ts []*pseudo
 			if err != nil {
 				return nil, nil, err
 			}
-			for _, r := range resp.GetResults() {
-				i, ok := index(r.GetId(), len(sub))
-				if !ok {
-					continue
-				}
-				if e := r.GetError(); e != nil {
-					berrs[i] = itemError(e)
-				} else if ev := r.GetEvaluated(); ev != nil {
-					points[i], infos[i] = ev.GetPoint(), ev.GetTransitInfo()
-				}
-			}
+			collect(resp.GetResults(), berrs, func(i int, r *pb.ConvertResult) {
+				points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
+			})
 		}
 		res, uerrs := bu.UnblindBatch(points, infos)
-		for i := range sub {
-			j := ch[0] + i
-			switch {
-			case berrs[i] != nil:
-				errs[j] = berrs[i]
-			case points[i] == nil:
-				errs[j] = ErrMissingResult
-			default:
-				out[j], errs[j] = res[i], uerrs[i]
-			}
-		}
+		merge(out, errs, ch[0], res, uerrs, berrs, points)
 	}
 	return out, errs, nil
 }

@@ -205,19 +205,45 @@ func itemError(c *callContext, err error) *status.Status {
 	return st
 }
 
-func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
+// start runs the checks every batch call begins with, in order: the
+// caller's identity, a domain name, the batch size, the authorization.
+func (s *Server) start(ctx context.Context, domain string, n int, allowed func(keys.Policy, string) bool) (*callContext, *Domain, error) {
 	c, err := s.begin(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if req.GetDomain() == "" {
-		return nil, errNoDomain
+	if domain == "" {
+		return nil, nil, errNoDomain
 	}
+	if err := s.checkBatch(n); err != nil {
+		return nil, nil, err
+	}
+	d, err := s.authorized(c, domain, allowed)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, d, nil
+}
+
+// transitItems are the inputs of identify and convert.
+func transitItems[T interface {
+	GetBlinded() []byte
+	GetTransitInfo() string
+}](items []T) []Item {
+	in := make([]Item, len(items))
+	for i, it := range items {
+		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
+	}
+	return in
+}
+
+func evaluatedPB(e *Evaluated) *pb.Evaluated {
+	return &pb.Evaluated{Point: e.Point[:], TransitInfo: e.TransitInfo}
+}
+
+func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
 	items := req.GetItems()
-	if err := s.checkBatch(len(items)); err != nil {
-		return nil, err
-	}
-	d, err := s.authorized(c, req.GetDomain(), canPseudonymize)
+	c, d, err := s.start(ctx, req.GetDomain(), len(items), canPseudonymize)
 	if err != nil {
 		return nil, err
 	}
@@ -234,9 +260,7 @@ func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) 
 		if errs[i] != nil {
 			r.Outcome = &pb.PseudonymizeResult_Error{Error: itemError(c, errs[i]).Proto()}
 		} else {
-			r.Outcome = &pb.PseudonymizeResult_Evaluated{Evaluated: &pb.Evaluated{
-				Point: out[i].Point[:], TransitInfo: out[i].TransitInfo,
-			}}
+			r.Outcome = &pb.PseudonymizeResult_Evaluated{Evaluated: evaluatedPB(&out[i])}
 		}
 		res[i] = r
 	}
@@ -244,28 +268,14 @@ func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) 
 }
 
 func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
-	c, err := s.begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if req.GetDomain() == "" {
-		return nil, errNoDomain
-	}
 	items := req.GetItems()
-	if err := s.checkBatch(len(items)); err != nil {
-		return nil, err
-	}
-	d, err := s.authorized(c, req.GetDomain(), canIdentify)
+	c, d, err := s.start(ctx, req.GetDomain(), len(items), canIdentify)
 	if err != nil {
 		return nil, err
 	}
 	c.rec.AddItems(len(items))
 
-	in := make([]Item, len(items))
-	for i, it := range items {
-		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
-	}
-	out, errs := d.IdentifyBatch(in, &Params{Now: time.Now(), Caller: c.caller})
+	out, errs := d.IdentifyBatch(transitItems(items), &Params{Now: time.Now(), Caller: c.caller})
 	res := make([]*pb.IdentifyResult, len(items))
 	for i, it := range items {
 		r := &pb.IdentifyResult{Id: it.GetId()}
@@ -310,27 +320,20 @@ func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Con
 	c.rec.AddDomain(td.Name())
 	c.rec.AddItems(len(items))
 
-	in := make([]Item, len(items))
-	for i, it := range items {
-		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
-	}
-	out, errs := ConvertBatch(fd, td, in, &Params{Now: time.Now(), Caller: c.caller})
+	out, errs := ConvertBatch(fd, td, transitItems(items), &Params{Now: time.Now(), Caller: c.caller})
 	res := make([]*pb.ConvertResult, len(items))
 	for i, it := range items {
 		r := &pb.ConvertResult{Id: it.GetId()}
 		if errs[i] != nil {
 			r.Outcome = &pb.ConvertResult_Error{Error: itemError(c, errs[i]).Proto()}
 		} else {
-			r.Outcome = &pb.ConvertResult_Evaluated{Evaluated: &pb.Evaluated{
-				Point: out[i].Point[:], TransitInfo: out[i].TransitInfo,
-			}}
+			r.Outcome = &pb.ConvertResult_Evaluated{Evaluated: evaluatedPB(&out[i])}
 		}
 		res[i] = r
 	}
 	return &pb.ConvertToResponse{Results: res}, nil
 }
 
-// Pseudonymize implements pseudonymizerv1.PseudonymizerServer.
 func (s *Server) Pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
 	resp, err := s.pseudonymize(ctx, req)
 	if err != nil {
