@@ -27,9 +27,7 @@ import (
 // cmd/pseudonymizer does not have yet, with what they are for. While the
 // built binary lacks one, TestDeployConfig drops it (and says so); once the
 // binary has it, the test runs with it and checks it.
-var pendingFlags = map[string]string{
-	"health-listen": "a plaintext listener serving grpc.health.v1.Health only, for kubelet gRPC probes (which cannot do TLS)",
-}
+var pendingFlags = map[string]string{}
 
 // TestDeployConfig runs the built server the way deploy/kubernetes runs
 // it: the Deployment's arguments and environment, and the ConfigMap's

@@ -36,6 +36,7 @@ type config struct {
 
 	listen        string
 	metricsListen string
+	healthListen  string
 
 	tlsCert, tlsKey, tlsClientCA string
 
@@ -78,6 +79,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 
 	fs.StringVar(&c.listen, "listen", "", "gRPC listen `host:port` (default "+defaultDevListen+" with -dev, "+defaultListen+" otherwise)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9090", "`host:port` of the HTTP /metrics endpoint; empty disables it")
+	fs.StringVar(&c.healthListen, "health-listen", "", "`host:port` of a plaintext listener serving only grpc.health.v1.Health, for probes that cannot do mTLS (kubelet); empty disables it")
 
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the server certificate (chain)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` of the server private key")

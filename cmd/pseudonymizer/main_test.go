@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -204,6 +206,7 @@ func TestRunDevMTLS(t *testing.T) {
 	ca := testpki.NewCA(t, "test CA")
 	cert, key := testpki.WriteFiles(t, dir, "server", ca.Server(t))
 	addr, stdout := startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0",
+		"-health-listen", "127.0.0.1:0",
 		"-data-dir", dir, "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.WriteCA(t, dir)})
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
@@ -234,5 +237,24 @@ func TestRunDevMTLS(t *testing.T) {
 	hr.Body.Close()
 	if !strings.Contains(string(body), `grpc_server_handled_total{grpc_code="OK",grpc_method="GetDomain"`) {
 		t.Fatalf("metrics:\n%s", body)
+	}
+
+	// The probe listener: plaintext, no client certificate, health only.
+	hm := regexp.MustCompile(`serving health probes \(plaintext, health only\) on (\S+)`).FindStringSubmatch(stdout.String())
+	if hm == nil {
+		t.Fatalf("no health address in:\n%s", stdout.String())
+	}
+	probe, err := grpc.NewClient(hm[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	for _, service := range []string{"", "pseudonymizer.v1.Pseudonymizer"} {
+		if r, err := healthpb.NewHealthClient(probe).Check(ctx, &healthpb.HealthCheckRequest{Service: service}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("probe health %q: %v, %v", service, r, err)
+		}
+	}
+	if _, err := pb.NewPseudonymizerClient(probe).GetDomain(ctx, &pb.GetDomainRequest{Name: keys.DemoDomain}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("the probe listener serves more than health: %v", err)
 	}
 }

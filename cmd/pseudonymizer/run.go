@@ -83,8 +83,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 
-	errc := make(chan error, 2)
+	var healthLis net.Listener
+	if c.healthListen != "" {
+		if healthLis, err = net.Listen("tcp", c.healthListen); err != nil {
+			_ = lis.Close()
+			if metricsLis != nil {
+				_ = metricsLis.Close()
+			}
+			_ = srv.Shutdown(ctx)
+			return fmt.Errorf("listening for health probes: %v", err)
+		}
+	}
+
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(lis) }()
+	if healthLis != nil {
+		go func() {
+			if err := srv.ServeHealth(healthLis); err != nil {
+				errc <- fmt.Errorf("health server: %v", err)
+			}
+		}()
+	}
 	if metrics != nil {
 		go func() {
 			if err := metrics.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
@@ -104,6 +123,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "pseudonymizer: serving gRPC on %s (%s)\n", lis.Addr(), mode)
 	if metricsLis != nil {
 		fmt.Fprintf(stdout, "pseudonymizer: serving metrics on http://%s/metrics\n", metricsLis.Addr())
+	}
+	if healthLis != nil {
+		fmt.Fprintf(stdout, "pseudonymizer: serving health probes (plaintext, health only) on %s\n", healthLis.Addr())
 	}
 	if c.dev {
 		printDevHint(stdout, lis.Addr().String(), storeDesc, cache.Domains(), tlsCfg == nil)

@@ -107,6 +107,9 @@ type Config struct {
 type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
+	// healthOnly serves the health service alone, in plaintext, for
+	// probes that cannot do (m)TLS (kubelet gRPC probes).
+	healthOnly *grpc.Server
 	reg    *prometheus.Registry
 	keys   pseudonymizer.KeySource
 	log    *slog.Logger
@@ -222,8 +225,11 @@ func New(cfg Config) (*Server, error) {
 	reflection.Register(gs)
 	srvMetrics.InitializeMetrics(gs)
 
+	ho := grpc.NewServer()
+	healthpb.RegisterHealthServer(ho, hs)
+
 	s := &Server{
-		grpc: gs, health: hs, reg: reg, keys: cfg.Keys, log: log,
+		grpc: gs, health: hs, healthOnly: ho, reg: reg, keys: cfg.Keys, log: log,
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	s.updateHealth()
@@ -305,6 +311,18 @@ func (s *Server) Serve(lis net.Listener) error {
 	return err
 }
 
+// ServeHealth serves grpc.health.v1.Health alone, in plaintext, on lis,
+// until Shutdown: for probes that cannot present a client certificate
+// (kubelet's gRPC probes). It exposes the health statuses and nothing
+// else.
+func (s *Server) ServeHealth(lis net.Listener) error {
+	err := s.healthOnly.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
 // MetricsHandler serves the registry in the Prometheus text format, for
 // /metrics on a separate listener.
 func (s *Server) MetricsHandler() http.Handler {
@@ -318,6 +336,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.done
 	s.health.Shutdown()
+	defer s.healthOnly.Stop()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
