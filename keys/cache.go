@@ -31,9 +31,13 @@ type CacheOptions struct {
 	// Logger receives one record per failed poll, and one when the source
 	// is back; slog.Default() when nil.
 	Logger *slog.Logger
-	// OnChange, when set, is called from the polling goroutine after each
-	// poll that changed the snapshot, with the names of the domains that
-	// were added, changed or removed. It must not block for long, nor call
+	// RefreshGap is the least time between two reads of one domain by
+	// Refresh (one second when zero), so that a flood of unknown kids
+	// cannot hammer the source.
+	RefreshGap time.Duration
+	// OnChange, when set, is called after each poll (from the polling
+	// goroutine) or Refresh (from its caller) that changed the snapshot,
+	// with the names of the domains that were added, changed or removed. It must not block for long, nor call
 	// Close.
 	OnChange func(changed []string)
 }
@@ -52,6 +56,11 @@ type Cache struct {
 
 	snap   atomic.Pointer[snapshot]
 	health atomic.Pointer[healthState]
+
+	// writeMu serializes the writers of snap: the polling loop and Refresh.
+	writeMu sync.Mutex
+	// lastRefresh is when Refresh last read each domain (under writeMu).
+	lastRefresh map[string]time.Time
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -73,7 +82,7 @@ type healthState struct{ err error }
 // that fails validation is skipped, logged and reported by Health. opts may
 // be nil. ctx bounds the initial load only; polling goes on until Close.
 func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, error) {
-	c := &Cache{src: src, stop: make(chan struct{}), done: make(chan struct{})}
+	c := &Cache{src: src, stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: map[string]time.Time{}}
 	if opts != nil {
 		c.opts = *opts
 		c.opts.Domains = slices.Clone(opts.Domains)
@@ -83,6 +92,9 @@ func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, erro
 	}
 	if c.opts.Timeout <= 0 {
 		c.opts.Timeout = max(c.opts.Interval, 10*time.Second)
+	}
+	if c.opts.RefreshGap <= 0 {
+		c.opts.RefreshGap = time.Second
 	}
 	c.log = c.opts.Logger
 	if c.log == nil {
@@ -127,6 +139,51 @@ func (c *Cache) Generation() uint64 { return c.snap.Load().generation }
 // [ErrUnavailable] (the source could not be read), [ErrDenied], or
 // [ErrInvalid] (some domain in the source is invalid and not served).
 func (c *Cache) Health() error { return c.health.Load().err }
+
+// Refresh re-reads one domain from the source now, out of the polling
+// schedule, and returns the newest snapshot of it. The service calls it
+// when it meets a transit key id it does not know: an owner may have seen
+// a rotation before the next poll. Reads of one domain are at least
+// RefreshGap apart; a call within the gap returns the current snapshot.
+// Unlike Domain, Refresh does I/O: keep it off the common path.
+func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	old := c.snap.Load()
+	now := time.Now()
+	if now.Sub(c.lastRefresh[name]) < c.opts.RefreshGap {
+		return c.Domain(name)
+	}
+	if len(c.lastRefresh) > 4096 { // bound the table: names come from callers
+		clear(c.lastRefresh)
+	}
+	if _, known := old.domains[name]; !known && len(c.opts.Domains) > 0 && !slices.Contains(c.opts.Domains, name) {
+		return c.Domain(name)
+	}
+	c.lastRefresh[name] = now
+	rctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	d, err := c.src.Domain(rctx, name)
+	if err != nil {
+		if errors.Is(err, ErrUnknownDomain) {
+			return c.Domain(name)
+		}
+		return nil, err
+	}
+	if d.Name != name {
+		return nil, fmt.Errorf("%w: source returned domain %q for %q", ErrInvalid, d.Name, name)
+	}
+	if cur, ok := old.domains[name]; ok && cur.Generation == d.Generation {
+		return cur, nil
+	}
+	next := maps.Clone(old.domains)
+	next[name] = d
+	c.snap.Store(&snapshot{domains: next, names: slices.Sorted(maps.Keys(next)), generation: old.generation + 1})
+	if c.opts.OnChange != nil {
+		c.opts.OnChange([]string{name})
+	}
+	return d, nil
+}
 
 // Close stops polling. The cache keeps serving its last snapshot.
 func (c *Cache) Close() error {
@@ -178,6 +235,8 @@ func (c *Cache) run() {
 // domain that is invalid is kept as it was (or left out) and reported in the
 // returned error, and the other domains are updated.
 func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	old := c.snap.Load()
 	names := c.opts.Domains
 	if len(names) == 0 {

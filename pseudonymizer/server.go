@@ -16,6 +16,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
@@ -37,7 +38,18 @@ type KeySource interface {
 	Health() error
 }
 
-var _ KeySource = (*keys.Cache)(nil)
+// Refresher is optionally implemented by a [KeySource] that can re-read a
+// domain now. The server uses it when items carry a transit key id it does
+// not know (an owner may have seen a rotation before the next poll), then
+// evaluates those items again. *keys.Cache implements it, rate-limited.
+type Refresher interface {
+	Refresh(ctx context.Context, name string) (*keys.Domain, error)
+}
+
+var (
+	_ KeySource = (*keys.Cache)(nil)
+	_ Refresher = (*keys.Cache)(nil)
+)
 
 // Server implements pseudonymizerv1.PseudonymizerServer.
 //
@@ -154,6 +166,31 @@ func (s *Server) domain(name string) (*Domain, error) {
 	return d, nil
 }
 
+// retryUnknownKids evaluates again, with freshly read keys, the items whose
+// transitInfo named a kid that d does not know. eval evaluates a subset of
+// the items (given by index) with a domain and writes their outcome.
+func (s *Server) retryUnknownKids(ctx context.Context, d *Domain, errs []error, eval func(nd *Domain, idx []int)) {
+	var idx []int
+	for i, err := range errs {
+		if errors.Is(err, transit.ErrUnknownKid) {
+			idx = append(idx, i)
+		}
+	}
+	r, ok := s.src.(Refresher)
+	if len(idx) == 0 || !ok {
+		return
+	}
+	kd, err := r.Refresh(ctx, d.Name())
+	if err != nil || kd.Generation == d.Generation() {
+		return
+	}
+	nd, err := s.domain(d.Name())
+	if err != nil {
+		return
+	}
+	eval(nd, idx)
+}
+
 // callContext is what every operation needs besides its request.
 type callContext struct {
 	caller string
@@ -237,6 +274,14 @@ func transitItems[T interface {
 	return in
 }
 
+func pick[T any](s []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for j, i := range idx {
+		out[j] = s[i]
+	}
+	return out
+}
+
 func evaluatedPB(e *Evaluated) *pb.Evaluated {
 	return &pb.Evaluated{Point: e.Point[:], TransitInfo: e.TransitInfo}
 }
@@ -275,7 +320,15 @@ func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.Ide
 	}
 	c.rec.AddItems(len(items))
 
-	out, errs := d.IdentifyBatch(transitItems(items), &Params{Now: time.Now(), Caller: c.caller})
+	in := transitItems(items)
+	p := &Params{Now: time.Now(), Caller: c.caller}
+	out, errs := d.IdentifyBatch(in, p)
+	s.retryUnknownKids(ctx, d, errs, func(nd *Domain, idx []int) {
+		o, e := nd.IdentifyBatch(pick(in, idx), p)
+		for j, i := range idx {
+			out[i], errs[i] = o[j], e[j]
+		}
+	})
 	res := make([]*pb.IdentifyResult, len(items))
 	for i, it := range items {
 		r := &pb.IdentifyResult{Id: it.GetId()}
@@ -320,7 +373,15 @@ func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Con
 	c.rec.AddDomain(td.Name())
 	c.rec.AddItems(len(items))
 
-	out, errs := ConvertBatch(fd, td, transitItems(items), &Params{Now: time.Now(), Caller: c.caller})
+	in := transitItems(items)
+	p := &Params{Now: time.Now(), Caller: c.caller}
+	out, errs := ConvertBatch(fd, td, in, p)
+	s.retryUnknownKids(ctx, fd, errs, func(nd *Domain, idx []int) {
+		o, e := ConvertBatch(nd, td, pick(in, idx), p)
+		for j, i := range idx {
+			out[i], errs[i] = o[j], e[j]
+		}
+	})
 	res := make([]*pb.ConvertResult, len(items))
 	for i, it := range items {
 		r := &pb.ConvertResult{Id: it.GetId()}

@@ -1,0 +1,106 @@
+package pseudonymizer_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/client"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/owner"
+	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
+)
+
+// countingSource counts the reads of a real store.
+type countingSource struct {
+	keys.Source
+	reads atomic.Int32
+}
+
+func (c *countingSource) Domain(ctx context.Context, name string) (*keys.Domain, error) {
+	c.reads.Add(1)
+	return c.Source.Domain(ctx, name)
+}
+
+// An owner that sees a rotation before the service's next poll seals under
+// a kid the service does not know yet: the service re-reads the domain
+// (rate-limited) and evaluates those items again, so no call fails.
+func TestUnknownKidRefreshesKeys(t *testing.T) {
+	ctx := context.Background()
+	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := keys.DomainSpec{Name: "rx_v1", Audience: "urn:test:rx", Policy: keys.Policy{Pseudonymize: []string{"*"}, Identify: []string{"*"}}}
+	if _, err := store.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	src := &countingSource{Source: store}
+	cache, err := keys.NewCache(ctx, src, &keys.CacheOptions{Interval: time.Hour, RefreshGap: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	srv := pseudonymizer.NewServer(cache)
+	call := auth.WithPrincipal(ctx, "pharmacist")
+
+	kid, err := store.RotateTransitKey(ctx, "rx_v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := owner.New(ctx, "rx_v1", store, owner.WithRefreshInterval(0)) // reads t2 at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := cache.Domain("rx_v1"); d.Transit.Active == kid {
+		t.Fatal("the cache saw the rotation already; the test proves nothing")
+	}
+	blinded, _, _ := client.Blind([]byte("85073003328"))
+	ev, err := srv.Pseudonymize(call, &pb.PseudonymizeRequest{Domain: "rx_v1", Items: []*pb.PseudonymizeItem{{Id: "0", Blinded: blinded}}})
+	if err != nil || ev.GetResults()[0].GetError() != nil {
+		t.Fatal(err, ev)
+	}
+	var p [32]byte
+	copy(p[:], blinded) // any valid point will do as a pseudonym at rest
+	tp, err := o.InTransit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := make([]*pb.IdentifyItem, 3)
+	for i := range items {
+		b, _, _ := client.BlindTransit(tp)
+		items[i] = &pb.IdentifyItem{Id: "x", Blinded: b, TransitInfo: tp.Info}
+	}
+	reads := src.reads.Load()
+	resp, err := srv.Identify(call, &pb.IdentifyRequest{Domain: "rx_v1", Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetError() != nil {
+			t.Fatalf("item %d failed after the refresh: %v", i, r.GetError())
+		}
+	}
+	if got := src.reads.Load() - reads; got != 1 {
+		t.Fatalf("%d reads of the store for one batch, want 1", got)
+	}
+	// A kid that exists nowhere: refused, and within the gap no more reads.
+	forged, _ := keys.GenerateDomain(spec, nil)
+	forged.Transit.Active, forged.Transit.Keys = "t9", map[string]keys.Secret{"t9": forged.Transit.Keys["t1"]}
+	fo, _ := owner.New(ctx, "rx_v1", owner.StaticKeys{D: forged}, owner.WithRefreshInterval(0))
+	ftp, _ := fo.InTransit(p)
+	fb, _, _ := client.BlindTransit(ftp)
+	for range 5 {
+		resp, err := srv.Identify(call, &pb.IdentifyRequest{Domain: "rx_v1", Items: []*pb.IdentifyItem{{Id: "f", Blinded: fb, TransitInfo: ftp.Info}}})
+		if err != nil || resp.GetResults()[0].GetError() == nil {
+			t.Fatalf("forged kid accepted: %v", err)
+		}
+	}
+	if got := src.reads.Load() - reads; got != 1 {
+		t.Fatalf("%d reads after a flood of unknown kids, want 1 (rate-limited)", got)
+	}
+}
