@@ -4,13 +4,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
-	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 )
@@ -66,23 +67,10 @@ type domainSpec struct {
 	convert                        map[string][]string // target domain → principals
 }
 
-// createDomain creates a domain with `pseudoctl domain create`. A domain
-// whose policy allows conversions is created through the keys/vault admin
-// API with the same administrator token, since pseudoctl has no flag for
-// the convert policy.
+// createDomain creates a domain with `pseudoctl domain create`, as an
+// administrator does, with the admin policy's token.
 func (ve *vaultEnv) createDomain(t testing.TB, d domainSpec) {
 	t.Helper()
-	if len(d.convert) > 0 {
-		st := ve.open(t, ve.adminToken, vault.Owner)
-		_, err := st.CreateDomain(context.Background(), keys.DomainSpec{
-			Name: d.name, Audience: d.audience,
-			Policy: keys.Policy{Pseudonymize: d.pseudonymize, Identify: d.identify, Owners: d.owners, Convert: d.convert},
-		})
-		if err != nil {
-			t.Fatalf("creating domain %s: %v", d.name, err)
-		}
-		return
-	}
 	out := ve.ctl(t, ctlCreateArgs(d)...)
 	if !strings.Contains(out, "created domain "+d.name) {
 		t.Fatalf("pseudoctl domain create %s printed %q", d.name, out)
@@ -90,10 +78,14 @@ func (ve *vaultEnv) createDomain(t testing.TB, d domainSpec) {
 }
 
 func ctlCreateArgs(d domainSpec) []string {
-	return []string{"domain", "create", d.name, "-audience", d.audience,
+	args := []string{"domain", "create", d.name, "-audience", d.audience,
 		"-pseudonymize", strings.Join(d.pseudonymize, ","),
 		"-identify", strings.Join(d.identify, ","),
 		"-owners", strings.Join(d.owners, ",")}
+	for _, target := range slices.Sorted(maps.Keys(d.convert)) {
+		args = append(args, "-convert", target+"="+strings.Join(d.convert[target], ","))
+	}
+	return args
 }
 
 // open logs in to Vault with token and returns a store in mode.

@@ -27,6 +27,7 @@ import (
 const usage = `Usage:
     pseudoctl [store flags] domain create <name> -audience <uri> [-ttl 5m]
                   [-pseudonymize p1,p2] [-identify p1,p2] [-owners o1,o2]
+                  [-convert target=p1,p2 ...]
     pseudoctl [store flags] domain show [-json] <name>
     pseudoctl [store flags] domain list
     pseudoctl [store flags] domain new-version <old> <new>
@@ -172,6 +173,15 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
 		identify := fs.String("identify", "", "comma-separated principals that may identify")
 		owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
+		convert := map[string][]string{}
+		fs.Func("convert", "`target=p1,p2`: principals that may convert this domain's pseudonyms into target (repeatable)", func(v string) error {
+			target, who, ok := strings.Cut(v, "=")
+			if !ok || target == "" || who == "" {
+				return errors.New("want target=principal1,principal2")
+			}
+			convert[target] = append(convert[target], list(who)...)
+			return nil
+		})
 		pos, err := parse(fs, args, 1)
 		if err != nil {
 			return err
@@ -195,6 +205,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 				Pseudonymize: list(*pseudonymize),
 				Identify:     list(*identify),
 				Owners:       list(*owners),
+				Convert:      convert,
 			},
 		})
 		if err != nil {

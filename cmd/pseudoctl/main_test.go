@@ -60,7 +60,12 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	}
 	fails(t, env, 1, "already exists", with("domain", "create", "prescriptions_v1", "-audience", "urn:x")...)
 	// Flags after the command and its arguments work too.
-	ok(t, env, append([]string{"domain", "create", "other_v1", "-audience", "urn:other:v1"}, store...)...)
+	ok(t, env, append([]string{"domain", "create", "other_v1", "-audience", "urn:other:v1",
+		"-convert", "prescriptions_v1=recip-e,therlink", "-convert", "prescriptions_v1=audit"}, store...)...)
+	if out := ok(t, env, with("domain", "show", "other_v1")...); !strings.Contains(out, "convert to prescriptions_v1: recip-e, therlink, audit") {
+		t.Fatalf("-convert: %s", out)
+	}
+	fails(t, env, 2, "target=", with("domain", "create", "x_v1", "-audience", "urn:x", "-convert", "nope")...)
 
 	if out := ok(t, env, with("domain", "list")...); out != "other_v1\nprescriptions_v1\n" {
 		t.Fatalf("list: %q", out)
