@@ -24,6 +24,12 @@ if ! staticcheck -version 2>/dev/null | grep -q "($STATICCHECK_VERSION)"; then
 fi
 staticcheck ./...
 
+step "proto: buf lint, and the generated code is up to date"
+scripts/gen-proto.sh
+if ! git diff --exit-code --stat -- proto/; then
+	echo "the generated gRPC code differs from proto/*.proto: run scripts/gen-proto.sh and commit"; exit 1
+fi
+
 step "Vault server binary (built once, cached)"
 VAULT_BIN="$(scripts/vault-bin.sh)"
 export VAULT_BIN
