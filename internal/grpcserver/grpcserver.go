@@ -110,9 +110,9 @@ type Server struct {
 	// healthOnly serves the health service alone, in plaintext, for
 	// probes that cannot do (m)TLS (kubelet gRPC probes).
 	healthOnly *grpc.Server
-	reg    *prometheus.Registry
-	keys   pseudonymizer.KeySource
-	log    *slog.Logger
+	reg        *prometheus.Registry
+	keys       pseudonymizer.KeySource
+	log        *slog.Logger
 
 	stop     chan struct{}
 	done     chan struct{}
