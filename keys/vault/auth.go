@@ -92,22 +92,28 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	var first *api.Secret
 	switch {
 	case cfg.RoleID != "":
-		secretID := cfg.SecretID
-		if secretID == "" && cfg.SecretIDFile != "" {
-			b, err := os.ReadFile(cfg.SecretIDFile)
-			if err != nil {
-				return nil, fmt.Errorf("vault: reading the AppRole secret_id: %v", err)
-			}
-			secretID = strings.TrimSpace(string(b))
-		}
-		if secretID == "" {
+		if cfg.SecretID == "" && cfg.SecretIDFile == "" {
 			return nil, errors.New("vault: AppRole needs a secret_id (SecretID or SecretIDFile)")
 		}
 		mount := strings.Trim(cfg.AppRoleMount, "/")
 		if mount == "" {
 			mount = "approle"
 		}
+		// The secret_id file is read at every login, so that a secret_id
+		// rotated by the deployment (a new file) is used at the next
+		// re-login without a restart.
 		a.login = func(ctx context.Context) (*api.Secret, error) {
+			secretID := cfg.SecretID
+			if secretID == "" {
+				b, err := os.ReadFile(cfg.SecretIDFile)
+				if err != nil {
+					return nil, fmt.Errorf("%w: vault: reading the AppRole secret_id file: %v", keys.ErrDenied, err)
+				}
+				secretID = strings.TrimSpace(string(b))
+				if secretID == "" {
+					return nil, fmt.Errorf("%w: vault: the AppRole secret_id file is empty", keys.ErrDenied)
+				}
+			}
 			return client.Logical().WriteWithContext(ctx, "auth/"+mount+"/login", map[string]any{
 				"role_id":   cfg.RoleID,
 				"secret_id": secretID,
@@ -165,6 +171,9 @@ func (a *authenticator) doLogin(ctx context.Context) (*api.Secret, error) {
 	if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 && re.StatusCode != http.StatusTooManyRequests {
 		// Vault answers 400 to a wrong role_id or secret_id.
 		return nil, fmt.Errorf("%w: vault: AppRole login refused: %w", keys.ErrDenied, err)
+	}
+	if errors.Is(err, keys.ErrDenied) { // the secret_id file
+		return nil, err
 	}
 	if err != nil {
 		return nil, wrap(err, "logging in with", "AppRole")

@@ -427,13 +427,32 @@ func TestAppRole(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	reads := 0
+	rotated := false
 	for start := time.Now(); time.Since(start) < 15*time.Second; {
 		if _, err := s.Domain(ctx, keystest.Spec.Name); err != nil {
 			t.Fatalf("read %d after %v: %v", reads, time.Since(start), err)
 		}
 		reads++
+		if !rotated && time.Since(start) > 5*time.Second {
+			// The deployment rotates the secret_id: a new one in the file,
+			// the old one destroyed. The next login reads the file again.
+			root := srv.Client(t)
+			sec, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(secretFile, []byte(sec.Data["secret_id"].(string)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id/destroy", map[string]any{"secret_id": secretID}); err != nil {
+				t.Fatal(err)
+			}
+			rotated = true
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The first token dies at 8 s, after the rotation at 5 s: reads went
+	// on, so the new login used the new secret_id.
 	if n := logins.n.Load(); n == 0 {
 		t.Fatal("never logged in again")
 	}
