@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gtank/ristretto255"
@@ -158,13 +160,44 @@ func evaluated(Y *ristretto255.Element, ti string) Evaluated {
 
 // PseudonymizeBatch evaluates many blinded points. errs[i] is the error of
 // item i alone (nil on success); the other items are unaffected.
+//
+// A large batch is spread over the available cores (GOMAXPROCS), unless
+// p.Rand is set: a caller's random stream is read in order, by one
+// goroutine.
 func (d *Domain) PseudonymizeBatch(blinded [][]byte, p *Params) (out []Evaluated, errs []error) {
 	out = make([]Evaluated, len(blinded))
 	errs = make([]error, len(blinded))
-	for i, b := range blinded {
-		out[i], errs[i] = d.Pseudonymize(b, p)
-	}
+	parallel(len(blinded), p, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i], errs[i] = d.Pseudonymize(blinded[i], p)
+		}
+	})
 	return out, errs
+}
+
+// minChunk is the least number of items worth a goroutine of their own.
+const minChunk = 32
+
+// parallel calls f on chunks of [0, n), on up to GOMAXPROCS goroutines when
+// the batch is large enough and p.Rand is nil (crypto/rand is safe for
+// concurrent use; a caller's deterministic stream is not). One call thus
+// uses every core; under full load, concurrent calls would anyway.
+func parallel(n int, p *Params, f func(lo, hi int)) {
+	w := min(runtime.GOMAXPROCS(0), n/minChunk)
+	if w <= 1 || p.Rand != nil {
+		f(0, n)
+		return
+	}
+	size := (n + w - 1) / w
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += size {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			f(lo, hi)
+		}(lo, min(lo+size, n))
+	}
+	wg.Wait()
 }
 
 // opened is a validated identify/convert input.
@@ -212,10 +245,16 @@ func (d *Domain) Identify(blinded []byte, transitInfo string, p *Params) ([point
 }
 
 // IdentifyBatch evaluates many identify items with a single scalar
-// inversion. errs[i] is the error of item i alone.
+// inversion (one per core for a large batch, spread like
+// PseudonymizeBatch). errs[i] is the error of item i alone.
 func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte, errs []error) {
 	out = make([][point.Size]byte, len(items))
 	errs = make([]error, len(items))
+	parallel(len(items), p, func(lo, hi int) { d.identify(items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	return out, errs
+}
+
+func (d *Domain) identify(items []Item, p *Params, out [][point.Size]byte, errs []error) {
 	op := d.open(items, p, errs)
 	invertAll(op)
 	for i := range op {
@@ -225,7 +264,6 @@ func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte,
 		f := op[i].s.Multiply(op[i].s, d.kInv) // s⁻¹·k⁻¹
 		copy(out[i][:], op[i].B.ScalarMult(f, op[i].B).Bytes())
 	}
-	return out, errs
 }
 
 // Convert evaluates one blinded transit pseudonym of domain from into a
@@ -236,8 +274,9 @@ func Convert(from, to *Domain, blinded []byte, transitInfo string, p *Params) (E
 	return out[0], errs[0]
 }
 
-// ConvertBatch converts many items with a single scalar inversion. errs[i]
-// is the error of item i alone.
+// ConvertBatch converts many items with a single scalar inversion (one per
+// core for a large batch, spread like PseudonymizeBatch). errs[i] is the
+// error of item i alone.
 func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, errs []error) {
 	out = make([]Evaluated, len(items))
 	errs = make([]error, len(items))
@@ -247,6 +286,11 @@ func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, e
 		}
 		return out, errs
 	}
+	parallel(len(items), p, func(lo, hi int) { convert(from, to, items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	return out, errs
+}
+
+func convert(from, to *Domain, items []Item, p *Params, out []Evaluated, errs []error) {
 	op := from.open(items, p, errs)
 	invertAll(op)
 	kBA := ristretto255.NewScalar().Multiply(to.k, from.kInv) // k_B·k_A⁻¹
@@ -269,5 +313,4 @@ func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, e
 		f.Multiply(f, s2)
 		out[i] = evaluated(op[i].B.ScalarMult(f, op[i].B), ti)
 	}
-	return out, errs
 }

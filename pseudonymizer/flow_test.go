@@ -282,7 +282,7 @@ func TestForgeriesRejected(t *testing.T) {
 func TestBatchesDistinct(t *testing.T) {
 	e := newFlowEnv(t)
 	ctx := context.Background()
-	const n = 50
+	const n = 150 // over 2×minChunk: the batch is spread over goroutines
 	ids := make([][]byte, n)
 	for i := range ids {
 		ids[i] = []byte(fmt.Sprintf("patient-%03d", i))

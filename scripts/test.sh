@@ -24,6 +24,9 @@ if ! staticcheck -version 2>/dev/null | grep -q "($STATICCHECK_VERSION)"; then
 fi
 staticcheck ./...
 
+step "bench module (circl comparison, charts): vet, staticcheck, tests"
+(cd bench && go vet ./... && staticcheck ./... && go test -count=1 ./...)
+
 step "proto: buf lint, and the generated code is up to date"
 scripts/gen-proto.sh
 if ! git diff --exit-code --stat -- proto/; then

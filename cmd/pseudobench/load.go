@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,6 @@ import (
 type loadParams struct {
 	apis        []pb.PseudonymizerClient
 	reqs        []any // *pb.PseudonymizeRequest or *pb.IdentifyRequest
-	batch       int
 	concurrency int
 	// rate is the target in calls per second over all callers; 0 is a
 	// closed loop, where each caller sends its next call when the previous
@@ -31,7 +31,7 @@ type loadParams struct {
 // loadResult is what one run measured. Calls are counted in the measured
 // window [warmup, warmup+duration] by their completion for the throughput
 // (so that calls that straddle either end of it balance out), and by the
-// time they were due for the latency and the errors.
+// time they were sent for the latency and the errors.
 type loadResult struct {
 	elapsed    time.Duration
 	calls      uint64 // completed in the window
@@ -41,6 +41,7 @@ type loadResult struct {
 	itemErrors uint64
 	errors     map[string]uint64 // by status code, "item " prefix for item errors
 	late       uint64            // open loop: calls sent over 1 ms after their time
+	unsent     uint64            // open loop: calls due before the end but never sent
 	hist       histogram
 }
 
@@ -65,6 +66,7 @@ func runLoad(ctx context.Context, p loadParams) *loadResult {
 	end := from.Add(p.duration)
 	var ticket atomic.Int64 // open loop: index of the next call
 	var next atomic.Uint64  // index of the next request
+	var sent atomic.Int64   // calls sent
 	stats := make([]*callerStats, p.concurrency)
 	var wg sync.WaitGroup
 	for w := range p.concurrency {
@@ -79,8 +81,8 @@ func runLoad(ctx context.Context, p loadParams) *loadResult {
 				if p.rate > 0 {
 					k := ticket.Add(1) - 1
 					due = start.Add(time.Duration(float64(k) / p.rate * float64(time.Second)))
-					if !due.Before(end) {
-						return
+					if !due.Before(end) || !time.Now().Before(end) {
+						return // the run is over, even if calls are left
 					}
 					if d := time.Until(due); d > 0 {
 						timer.Reset(d)
@@ -94,6 +96,7 @@ func runLoad(ctx context.Context, p loadParams) *loadResult {
 				} else if !due.Before(end) {
 					return
 				}
+				sent.Add(1)
 				req := p.reqs[next.Add(1)%uint64(len(p.reqs))]
 				t0 := time.Now()
 				items, failed, err := call(ctx, api, req, p.timeout)
@@ -105,8 +108,8 @@ func runLoad(ctx context.Context, p loadParams) *loadResult {
 						st.items += uint64(items - len(failed))
 					}
 				}
-				if due.Before(from) {
-					continue // warm-up
+				if t0.Before(from) {
+					continue // sent during the warm-up
 				}
 				if err != nil {
 					st.callErrors++
@@ -130,6 +133,10 @@ func runLoad(ctx context.Context, p loadParams) *loadResult {
 	}
 	wg.Wait()
 	r := &loadResult{elapsed: end.Sub(from), errors: map[string]uint64{}}
+	if p.rate > 0 {
+		due := int64(math.Ceil(end.Sub(start).Seconds() * p.rate))
+		r.unsent = uint64(max(due-sent.Load(), 0))
+	}
 	for _, st := range stats {
 		r.calls += st.calls
 		r.items += st.items

@@ -26,9 +26,14 @@ type report struct {
 	// the server's metrics said, when they did.
 	Cores            int     `json:"cores"`
 	ServerGOMAXPROCS float64 `json:"server_gomaxprocs,omitempty"`
-	// ScalarMultNs is the median of every ScalarMult timing of the run,
-	// and CeilingItemsPerSec is Cores × 1e9 ÷ ScalarMultNs.
+	// ScalarMultNs is the median of the ScalarMultTimings timings of the
+	// run (one before the runs, one after each), in CPU time of one
+	// goroutine where the platform tells it, and CeilingItemsPerSec is
+	// Cores × 1e9 ÷ ScalarMultNs. Every ratio uses them.
 	ScalarMultNs       float64 `json:"scalarmult_ns"`
+	ScalarMultMinNs    float64 `json:"scalarmult_min_ns"`
+	ScalarMultMaxNs    float64 `json:"scalarmult_max_ns"`
+	ScalarMultTimings  int     `json:"scalarmult_timings"`
 	CeilingItemsPerSec float64 `json:"ceiling_items_per_s"`
 	// PrepareSec is the untimed time spent making the inputs.
 	PrepareSec float64     `json:"prepare_s"`
@@ -78,13 +83,15 @@ type runResult struct {
 	ItemErrors  uint64            `json:"item_errors"`
 	Errors      map[string]uint64 `json:"errors,omitempty"`
 	LateCalls   uint64            `json:"late_calls,omitempty"`
+	UnsentCalls uint64            `json:"unsent_calls,omitempty"`
 	LatencyMs   latency           `json:"latency_ms"`
 
-	// ScalarMultNs was timed right after the run; the ceiling is
-	// cores ÷ ScalarMult; XCeiling = ItemsPerSec ÷ CeilingItemsPerSec and
-	// XScalarMult = 1 ÷ XCeiling, the cost of one item in ScalarMults of
-	// one core.
-	ScalarMultNs       float64 `json:"scalarmult_ns"`
+	// ScalarMultNs was timed right after the run (0 while profiling). The
+	// ratios use the report's ScalarMultNs (the median of all timings):
+	// the ceiling is cores ÷ ScalarMult; XCeiling = ItemsPerSec ÷
+	// CeilingItemsPerSec and XScalarMult = 1 ÷ XCeiling, the cost of one
+	// item in ScalarMults of one core.
+	ScalarMultNs       float64 `json:"scalarmult_ns,omitempty"`
 	CeilingItemsPerSec float64 `json:"ceiling_items_per_s"`
 	XCeiling           float64 `json:"x_ceiling"`
 	XScalarMult        float64 `json:"x_scalarmult"`
@@ -210,6 +217,7 @@ func printTable(w io.Writer, r *report) {
 	if r.Target.InProcess {
 		fmt.Fprintln(w, "in-process: RSS and CPU are those of the whole process, load generator included")
 	}
-	fmt.Fprintf(w, "ScalarMult %.0f ns (median of the run); ceiling %d cores ÷ ScalarMult = %.0f items/s; load average %s → %s\n",
-		r.ScalarMultNs, r.Cores, r.CeilingItemsPerSec, orUnknown(r.Host.LoadAvgStart), orUnknown(r.Host.LoadAvgEnd))
+	fmt.Fprintf(w, "ScalarMult %.0f ns (median of %d timings, %.0f–%.0f); ceiling %d cores ÷ ScalarMult = %.0f items/s; load average %s → %s\n",
+		r.ScalarMultNs, r.ScalarMultTimings, r.ScalarMultMinNs, r.ScalarMultMaxNs, r.Cores, r.CeilingItemsPerSec,
+		orUnknown(r.Host.LoadAvgStart), orUnknown(r.Host.LoadAvgEnd))
 }

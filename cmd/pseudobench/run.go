@@ -52,7 +52,6 @@ type bench struct {
 	unblind  *client.BatchUnblinder
 	ttl      time.Duration
 	floors   []float64
-	maxBatch int
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -87,7 +86,22 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	printHeader(b.log, &b.rep)
+	if !c.inprocess {
+		return b.drive(ctx, addr)
+	}
+	// Label the generator's goroutines (and those they start: the client
+	// transport's), so that a profile separates them from the server's:
+	// go tool pprof -tagignore pseudobench=generator.
+	var err error
+	pprof.Do(ctx, pprof.Labels("pseudobench", "generator"), func(ctx context.Context) {
+		err = b.drive(ctx, addr)
+	})
+	return err
+}
 
+// drive prepares the inputs, does the runs and writes the report.
+func (b *bench) drive(ctx context.Context, addr string) error {
+	c := b.c
 	conns, err := dial(c, addr)
 	if err != nil {
 		return err
@@ -174,7 +188,12 @@ func (b *bench) run(ctx context.Context) error {
 	b.rep.Finished = time.Now().UTC()
 	b.rep.Host.LoadAvgEnd = loadAvg()
 	b.rep.ScalarMultNs = median(b.floors)
+	b.rep.ScalarMultMinNs, b.rep.ScalarMultMaxNs = slices.Min(b.floors), slices.Max(b.floors)
+	b.rep.ScalarMultTimings = len(b.floors)
 	b.rep.CeilingItemsPerSec = float64(c.cores) * 1e9 / b.rep.ScalarMultNs
+	for i := range b.rep.Runs {
+		b.rep.Runs[i].derive(c.cores, b.rep.ScalarMultNs)
+	}
 	fmt.Fprintln(b.log)
 	printTable(b.out, &b.rep)
 	if c.jsonOut != "" {
@@ -359,7 +378,7 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 	w := startWatch(ctx, b.sampler, 250*time.Millisecond)
 	cpu0 := processCPU()
 	res := runLoad(ctx, loadParams{
-		apis: b.apis, reqs: reqs, batch: spec.batch, concurrency: spec.concurrency,
+		apis: b.apis, reqs: reqs, concurrency: spec.concurrency,
 		rate: spec.rate, warmup: c.warmup, duration: c.duration, timeout: c.timeout,
 	})
 	cpu := processCPU() - cpu0
@@ -386,6 +405,9 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 		}
 	}
 	sm := b.floors[len(b.floors)-1]
+	if c.cpuProfile != "" {
+		sm = 0 // not timed after this run
+	}
 
 	secs := res.elapsed.Seconds()
 	r := runResult{
@@ -394,21 +416,16 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 		DurationSec: secs,
 		Calls:       res.calls, Items: res.items,
 		CallsPerSec: float64(res.calls) / secs, ItemsPerSec: float64(res.items) / secs,
-		CallErrors: res.callErrors, ItemErrors: res.itemErrors, LateCalls: res.late,
+		CallErrors: res.callErrors, ItemErrors: res.itemErrors, LateCalls: res.late, UnsentCalls: res.unsent,
 		LatencyMs: latency{
 			P50: ms(res.hist.quantile(0.50)), P90: ms(res.hist.quantile(0.90)),
 			P99: ms(res.hist.quantile(0.99)), Max: ms(res.hist.max), Mean: ms(res.hist.mean()),
 		},
-		ScalarMultNs:       sm,
-		CeilingItemsPerSec: float64(c.cores) * 1e9 / sm,
-		ClientCPUSec:       cpu.Seconds(),
+		ScalarMultNs: sm,
+		ClientCPUSec: cpu.Seconds(),
 	}
 	if len(res.errors) > 0 {
 		r.Errors = res.errors
-	}
-	r.XCeiling = r.ItemsPerSec / r.CeilingItemsPerSec
-	if r.XCeiling > 0 {
-		r.XScalarMult = 1 / r.XCeiling
 	}
 	if b.sampler != nil {
 		r.ServerRSSPeakBytes = max(peak, after.rss)
@@ -416,12 +433,31 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 		r.ServerCPUSec = after.cpuSeconds - before.cpuSeconds
 		if res.allItems > 0 && r.ServerCPUSec > 0 {
 			r.ServerCPUNsPerItem = r.ServerCPUSec * 1e9 / float64(res.allItems)
-			r.ServerCPUXScalarMult = r.ServerCPUNsPerItem / sm
-			r.ServerCPUXCeiling = 1 / r.ServerCPUXScalarMult
 		}
 	}
+	// The ratios use the median of the ScalarMult timings so far (and of
+	// all of them in the end): one timing disturbed by another process
+	// must not skew a run.
+	r.derive(c.cores, median(b.floors))
 	b.rep.Runs = append(b.rep.Runs, r)
 	fmt.Fprintf(b.log, "  %.0f items/s (%.3f × ceiling), p50 %.3f ms, p99 %.3f ms, %d errors\n",
 		r.ItemsPerSec, r.XCeiling, r.LatencyMs.P50, r.LatencyMs.P99, r.CallErrors+r.ItemErrors)
+	if r.LateCalls > 0 || r.UnsentCalls > 0 {
+		fmt.Fprintf(b.log, "  open loop: %d calls sent over 1 ms late, %d never sent: the callers could not keep up\n", r.LateCalls, r.UnsentCalls)
+	}
 	return nil
+}
+
+// derive fills the ratios of r for the given ScalarMult cost.
+func (r *runResult) derive(cores int, smNs float64) {
+	r.CeilingItemsPerSec = float64(cores) * 1e9 / smNs
+	r.XCeiling = r.ItemsPerSec / r.CeilingItemsPerSec
+	r.XScalarMult = 0
+	if r.XCeiling > 0 {
+		r.XScalarMult = 1 / r.XCeiling
+	}
+	if r.ServerCPUNsPerItem > 0 {
+		r.ServerCPUXScalarMult = r.ServerCPUNsPerItem / smNs
+		r.ServerCPUXCeiling = 1 / r.ServerCPUXScalarMult
+	}
 }

@@ -531,7 +531,7 @@ func TestAuditRecord(t *testing.T) {
 	out := logs.String()
 	for _, want := range []string{
 		`"msg":"grpc call"`, `"principal":"pharmacy-cn"`, `"method":"/pseudonymizer.v1.Pseudonymizer/Pseudonymize"`,
-		`"domains":["tls_v1"]`, `"items":2`, `"item_errors":1`, `"code":"OK"`, `"latency_ms":`,
+		`"domains":"tls_v1"`, `"items":2`, `"item_errors":1`, `"code":"OK"`, `"latency_us":`,
 		`"item_error_reasons":{"ERROR_REASON_INVALID_POINT":1}`,
 	} {
 		if !strings.Contains(out, want) {
