@@ -225,7 +225,14 @@ func (l *Logger) finish(ctx context.Context, method string, r *Record, start tim
 		}
 		attrs = append(attrs, slog.Group("item_error_reasons", byReason...))
 	}
-	l.log.LogAttrs(ctx, level, "grpc call", attrs...)
+	// Through the handler, not Logger.LogAttrs: the record needs no source
+	// position, and capturing one (runtime.Callers) costs a stack walk per
+	// call.
+	if h := l.log.Handler(); h.Enabled(ctx, level) {
+		rec := slog.NewRecord(time.Now(), level, "grpc call", 0)
+		rec.AddAttrs(attrs...)
+		_ = h.Handle(ctx, rec)
+	}
 	for _, o := range l.observers {
 		o(s)
 	}
