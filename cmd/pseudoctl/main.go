@@ -158,6 +158,20 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	sf.register(fs)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	// withStore parses n positional arguments (after the command's own
+	// flags are registered), opens the store and runs f on it.
+	withStore := func(n int, f func(st keys.Admin, pos []string) error) error {
+		pos, err := parse(fs, args, n)
+		if err != nil {
+			return err
+		}
+		st, done, err := sf.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return f(st, pos)
+	}
 
 	switch cmd {
 	case "policy":
@@ -216,105 +230,65 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 
 	case "domain show":
 		asJSON := fs.Bool("json", false, "print JSON")
-		pos, err := parse(fs, args, 1)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		d, err := st.Domain(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		return show(stdout, d, *asJSON)
+		return withStore(1, func(st keys.Admin, pos []string) error {
+			d, err := st.Domain(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			return show(stdout, d, *asJSON)
+		})
 
 	case "domain list":
-		if _, err := parse(fs, args, 0); err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		names, err := st.Domains(ctx)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			fmt.Fprintln(stdout, n)
-		}
-		return nil
+		return withStore(0, func(st keys.Admin, _ []string) error {
+			names, err := st.Domains(ctx)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				fmt.Fprintln(stdout, n)
+			}
+			return nil
+		})
 
 	case "domain new-version":
-		pos, err := parse(fs, args, 2)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		d, err := st.NewVersion(ctx, pos[0], pos[1])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created domain %s from %s (active transit key %s); the owners of %s may now convert to %s\n",
-			d.Name, pos[0], d.Transit.Active, pos[0], d.Name)
-		return nil
+		return withStore(2, func(st keys.Admin, pos []string) error {
+			d, err := st.NewVersion(ctx, pos[0], pos[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "created domain %s from %s (active transit key %s); the owners of %s may now convert to %s\n",
+				d.Name, pos[0], d.Transit.Active, pos[0], d.Name)
+			return nil
+		})
 
 	case "transit-key rotate":
-		pos, err := parse(fs, args, 1)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		kid, err := st.RotateTransitKey(ctx, pos[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "domain %s: transit key %s is active; retire the previous ones once the pseudonyms in transit have expired\n", pos[0], kid)
-		return nil
+		return withStore(1, func(st keys.Admin, pos []string) error {
+			kid, err := st.RotateTransitKey(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "domain %s: transit key %s is active; retire the previous ones once the pseudonyms in transit have expired\n", pos[0], kid)
+			return nil
+		})
 
 	case "transit-key retire":
-		pos, err := parse(fs, args, 2)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := st.RetireTransitKey(ctx, pos[0], pos[1]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
-		return nil
+		return withStore(2, func(st keys.Admin, pos []string) error {
+			if err := st.RetireTransitKey(ctx, pos[0], pos[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
+			return nil
+		})
 
 	case "owner-key create":
-		pos, err := parse(fs, args, 2)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if err := st.CreateOwnerKey(ctx, pos[0], pos[1]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
-		return nil
+		return withStore(2, func(st keys.Admin, pos []string) error {
+			if err := st.CreateOwnerKey(ctx, pos[0], pos[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "created the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
+			return nil
+		})
+
 	}
 	return usagef("unknown command %q", cmd)
 }
