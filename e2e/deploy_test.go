@@ -38,7 +38,7 @@ var pendingFlags = map[string]string{}
 func TestDeployConfig(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	root, err := repoRoot()
+	root, err := vaulttest.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 )
 
 // Paths of the binaries TestMain builds from this checkout.
@@ -34,7 +36,7 @@ func TestMain(m *testing.M) {
 
 // build compiles the server and the admin CLI into dir, as users do.
 func build(dir string) error {
-	root, err := repoRoot()
+	root, err := vaulttest.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -50,24 +52,6 @@ func build(dir string) error {
 		}
 	}
 	return nil
-}
-
-// repoRoot is the directory of go.mod above the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-		dir = parent
-	}
 }
 
 // cleanEnv is the environment of the child processes: the test's, without

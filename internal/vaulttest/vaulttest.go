@@ -78,7 +78,7 @@ func Binary(t testing.TB) string {
 }
 
 func buildBinary() (string, error) {
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -99,8 +99,9 @@ func buildBinary() (string, error) {
 	return bin, nil
 }
 
-// repoRoot walks up from the working directory to the directory of go.mod.
-func repoRoot() (string, error) {
+// RepoRoot walks up from the working directory to the directory of go.mod:
+// the root of the checkout, for tests that run its scripts or build it.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
