@@ -129,8 +129,23 @@ const (
 	// Call, PERMISSION_DENIED: the domain's policy does not allow the caller
 	// this operation (or, for ConvertTo, this target domain).
 	ErrorReason_ERROR_REASON_OPERATION_NOT_ALLOWED ErrorReason = 11
-	// Call, RESOURCE_EXHAUSTED: the caller's rate limit is reached.
+	// Call, RESOURCE_EXHAUSTED: the caller's rate limit is reached. The status
+	// also carries a google.rpc.RetryInfo whose retry_delay says when the
+	// caller's quota will allow the same request.
 	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 12
+	// Call, INVALID_ARGUMENT: the request (or stream message) could not be
+	// decoded: malformed protobuf, a string that is not valid UTF-8, or an
+	// item id longer than 256 bytes. Nothing was evaluated.
+	ErrorReason_ERROR_REASON_MALFORMED_REQUEST ErrorReason = 13
+	// Item, INVALID_ARGUMENT: the transitInfo's lifetime (exp − iat) exceeds
+	// the domain's maximum lifetime. ErrorInfo.metadata["max_lifetime_seconds"]
+	// gives the limit in decimal.
+	ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG ErrorReason = 14
+	// Item, FAILED_PRECONDITION: the domain's active transit key has sealed as
+	// many transitInfo values as this replica allows (AES-GCM random-nonce
+	// limit); an administrator must rotate it (pseudoctl transit-key rotate).
+	// Other replicas may still answer; retrying on this one will not help.
+	ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED ErrorReason = 15
 )
 
 // Enum value maps for ErrorReason.
@@ -149,6 +164,9 @@ var (
 		10: "ERROR_REASON_UNKNOWN_DOMAIN",
 		11: "ERROR_REASON_OPERATION_NOT_ALLOWED",
 		12: "ERROR_REASON_RATE_LIMITED",
+		13: "ERROR_REASON_MALFORMED_REQUEST",
+		14: "ERROR_REASON_LIFETIME_TOO_LONG",
+		15: "ERROR_REASON_TRANSIT_KEY_EXHAUSTED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -164,6 +182,9 @@ var (
 		"ERROR_REASON_UNKNOWN_DOMAIN":         10,
 		"ERROR_REASON_OPERATION_NOT_ALLOWED":  11,
 		"ERROR_REASON_RATE_LIMITED":           12,
+		"ERROR_REASON_MALFORMED_REQUEST":      13,
+		"ERROR_REASON_LIFETIME_TOO_LONG":      14,
+		"ERROR_REASON_TRANSIT_KEY_EXHAUSTED":  15,
 	}
 )
 
@@ -1579,7 +1600,7 @@ const file_pseudonymizer_v1_pseudonymizer_proto_rawDesc = "" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16OPERATION_PSEUDONYMIZE\x10\x01\x12\x16\n" +
 	"\x12OPERATION_IDENTIFY\x10\x02\x12\x15\n" +
-	"\x11OPERATION_CONVERT\x10\x03*\xb1\x03\n" +
+	"\x11OPERATION_CONVERT\x10\x03*\xa1\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_POINT\x10\x01\x12'\n" +
@@ -1594,7 +1615,10 @@ const file_pseudonymizer_v1_pseudonymizer_proto_rawDesc = "" +
 	"\x1bERROR_REASON_UNKNOWN_DOMAIN\x10\n" +
 	"\x12&\n" +
 	"\"ERROR_REASON_OPERATION_NOT_ALLOWED\x10\v\x12\x1d\n" +
-	"\x19ERROR_REASON_RATE_LIMITED\x10\f2\xb7\x05\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10\f\x12\"\n" +
+	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\r\x12\"\n" +
+	"\x1eERROR_REASON_LIFETIME_TOO_LONG\x10\x0e\x12&\n" +
+	"\"ERROR_REASON_TRANSIT_KEY_EXHAUSTED\x10\x0f2\xb7\x05\n" +
 	"\rPseudonymizer\x12]\n" +
 	"\fPseudonymize\x12%.pseudonymizer.v1.PseudonymizeRequest\x1a&.pseudonymizer.v1.PseudonymizeResponse\x12Q\n" +
 	"\bIdentify\x12!.pseudonymizer.v1.IdentifyRequest\x1a\".pseudonymizer.v1.IdentifyResponse\x12T\n" +

@@ -68,16 +68,24 @@ const (
 // (a gRPC status, no results) only when the request cannot be processed at
 // all:
 //
-//   - UNAUTHENTICATED: the caller has no verified identity (mTLS).
-//   - INVALID_ARGUMENT: an empty domain name, or more items than the server's
-//     maximum batch size (a server setting, default 1000).
+//   - UNAUTHENTICATED: the caller has no verified identity (mTLS or bearer
+//     token). It is decided from the call's headers alone, before the
+//     request body is read.
+//   - INVALID_ARGUMENT: an empty domain name, more items than the server's
+//     maximum batch size (a server setting, default 1000;
+//     ERROR_REASON_BATCH_TOO_LARGE, decided before the items are decoded and
+//     before any rate accounting), or a request that cannot be decoded
+//     (ERROR_REASON_MALFORMED_REQUEST).
 //   - PERMISSION_DENIED: the domain's policy does not let the caller run this
 //     operation on it (owners, for instance, may never identify), or the
 //     domain does not exist: both get the same status, so that callers
 //     cannot probe which domains exist.
 //   - NOT_FOUND: only for ConvertTo, when the caller's policy names a target
 //     domain that does not exist.
-//   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry later.
+//   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry after the
+//     delay of the google.rpc.RetryInfo detail. (A request larger than the
+//     server's maximum message size gets RESOURCE_EXHAUSTED from the gRPC
+//     library, without ErrorInfo.)
 //   - UNAVAILABLE: the key store cannot be reached; retry later.
 //   - INTERNAL: anything else. The message never says more.
 //
@@ -275,16 +283,24 @@ func (c *pseudonymizerClient) GetDomain(ctx context.Context, in *GetDomainReques
 // (a gRPC status, no results) only when the request cannot be processed at
 // all:
 //
-//   - UNAUTHENTICATED: the caller has no verified identity (mTLS).
-//   - INVALID_ARGUMENT: an empty domain name, or more items than the server's
-//     maximum batch size (a server setting, default 1000).
+//   - UNAUTHENTICATED: the caller has no verified identity (mTLS or bearer
+//     token). It is decided from the call's headers alone, before the
+//     request body is read.
+//   - INVALID_ARGUMENT: an empty domain name, more items than the server's
+//     maximum batch size (a server setting, default 1000;
+//     ERROR_REASON_BATCH_TOO_LARGE, decided before the items are decoded and
+//     before any rate accounting), or a request that cannot be decoded
+//     (ERROR_REASON_MALFORMED_REQUEST).
 //   - PERMISSION_DENIED: the domain's policy does not let the caller run this
 //     operation on it (owners, for instance, may never identify), or the
 //     domain does not exist: both get the same status, so that callers
 //     cannot probe which domains exist.
 //   - NOT_FOUND: only for ConvertTo, when the caller's policy names a target
 //     domain that does not exist.
-//   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry later.
+//   - RESOURCE_EXHAUSTED: the caller's rate limit is reached; retry after the
+//     delay of the google.rpc.RetryInfo detail. (A request larger than the
+//     server's maximum message size gets RESOURCE_EXHAUSTED from the gRPC
+//     library, without ErrorInfo.)
 //   - UNAVAILABLE: the key store cannot be reached; retry later.
 //   - INTERNAL: anything else. The message never says more.
 //
