@@ -38,6 +38,13 @@ const TransitKeySize = 32
 // DefaultTTL is the lifetime of a pseudonym in transit when a domain sets none.
 const DefaultTTL = 5 * time.Minute
 
+// DefaultMaxLifetime is the longest lifetime (exp − iat) of a transitInfo
+// that the service accepts, when a domain sets none. Owners make transit
+// forms with their own lifetimes (to hand a pseudonym to a doctor for a
+// day, say); the service refuses longer ones, so that a transit pseudonym
+// cannot be made valid for years.
+const DefaultMaxLifetime = 24 * time.Hour
+
 // Errors returned by stores.
 var (
 	ErrUnknownDomain = errors.New("keys: unknown domain")
@@ -97,6 +104,10 @@ type Domain struct {
 	Name     string
 	Audience string
 	TTL      time.Duration
+	// MaxLifetime is the longest lifetime (exp − iat) of a transitInfo the
+	// service accepts for identify and convert; DefaultMaxLifetime when zero.
+	// It is at least TTL.
+	MaxLifetime time.Duration
 	// Scalar is k, the 32-byte canonical encoding of a non-zero ristretto255
 	// scalar. Owners never get it: it is empty in what an owner reads.
 	Scalar  Secret
