@@ -438,12 +438,17 @@ func (ks *KeySet) Open(ti string, c *Check) (*Opened, error) {
 	if !ok {
 		return nil, ErrUnknownKid
 	}
+	// Lengths first: a fixed-size array is only ever decoded into from a
+	// text of exactly the length that fills it.
 	var nonce [12]byte
 	var tag [16]byte
-	if n, err := b64s.Decode(nonce[:], []byte(p[2])); err != nil || n != len(nonce) || len(p[2]) != 16 {
+	if len(p[2]) != b64.EncodedLen(len(nonce)) || len(p[4]) != b64.EncodedLen(len(tag)) {
 		return nil, ErrMalformed
 	}
-	if n, err := b64s.Decode(tag[:], []byte(p[4])); err != nil || n != len(tag) || len(p[4]) != 22 {
+	if n, err := b64s.Decode(nonce[:], []byte(p[2])); err != nil || n != len(nonce) {
+		return nil, ErrMalformed
+	}
+	if n, err := b64s.Decode(tag[:], []byte(p[4])); err != nil || n != len(tag) {
 		return nil, ErrMalformed
 	}
 	var buf [256]byte
@@ -464,7 +469,8 @@ func (ks *KeySet) Open(ti string, c *Check) (*Opened, error) {
 	var sb [point.Size]byte
 	var sbErr error
 	if len(pt) == scalarLen && string(pt[:len(scalarPrefix)]) == scalarPrefix && string(pt[scalarLen-2:]) == `"}` {
-		// The common payload, as Seal writes it.
+		// The common payload, as Seal writes it: exactly 43 characters,
+		// which decode to exactly 32 bytes.
 		var n int
 		n, sbErr = b64s.Decode(sb[:], pt[len(scalarPrefix):scalarLen-2])
 		if n != point.Size {
@@ -479,9 +485,12 @@ func (ks *KeySet) Open(ti string, c *Check) (*Opened, error) {
 		if err := json.Unmarshal(raw["scalar"], &enc); err != nil {
 			return nil, ErrMalformed
 		}
+		if len(enc) != b64.EncodedLen(point.Size) {
+			return nil, ErrMalformed
+		}
 		var n int
 		n, sbErr = b64s.Decode(sb[:], []byte(enc))
-		if len(enc) != 43 || n != point.Size {
+		if n != point.Size {
 			sbErr = ErrMalformed
 		}
 		delete(raw, "scalar")

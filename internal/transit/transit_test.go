@@ -311,6 +311,11 @@ func FuzzOpen(f *testing.F) {
 	f.Add(seal(f, ks, scalar(f), Claims{Aud: aud, Iat: t0, TTL: time.Minute, Sub: "x", Extra: map[string]any{"a": 1}}))
 	f.Add("....")
 	f.Add("")
+	// Inputs that used to panic Open (an IV or a tag one base64 block too
+	// long, decoded into a fixed-size array before the length check).
+	for _, ti := range lengthAttacks() {
+		f.Add(ti)
+	}
 	f.Fuzz(func(t *testing.T, ti string) {
 		_, err := ks.Open(ti, &Check{Aud: aud, Now: t0})
 		if err == nil {
@@ -323,6 +328,48 @@ func FuzzOpen(f *testing.F) {
 		}
 		t.Fatalf("untyped error %v", err)
 	})
+}
+
+// lengthAttacks returns transitInfo texts under the accepted kid "k1" whose
+// IV, ciphertext and tag parts have every length from 0 to 48 characters
+// (one part varied at a time), including the lengths that are not base64.
+func lengthAttacks() []string {
+	hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"dir","enc":"A256GCM","kid":"k1","aud":"` + aud + `","iat":0,"exp":4}`))
+	a := func(n int) string { return strings.Repeat("A", n) }
+	var out []string
+	for n := 0; n <= 48; n++ {
+		out = append(out,
+			hdr+".."+a(n)+".AAAA."+a(22),
+			hdr+".."+a(16)+".AAAA."+a(n),
+			hdr+".."+a(16)+"."+a(n)+"."+a(22),
+		)
+	}
+	return out
+}
+
+// TestOpenPartLengths: no length of any part makes Open panic, and every
+// wrong IV or tag length is ErrMalformed, whatever the kid.
+func TestOpenPartLengths(t *testing.T) {
+	ks := keySet(t)
+	for _, ti := range lengthAttacks() {
+		_, err := ks.Open(ti, &Check{Aud: aud, Now: t0, SkipExpiry: true})
+		if err == nil {
+			t.Fatalf("Open(%q) accepted a forged transitInfo", ti)
+		}
+		parts := strings.Split(ti, ".")
+		if (len(parts[2]) != 16 || len(parts[4]) != 22) && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Open(%q) = %v, want ErrMalformed", ti, err)
+		}
+	}
+	// The input of the report, with its own kid (t1): unknown here.
+	const reported = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwia2lkIjoidDEiLCJhdWQiOiJ4IiwiaWF0IjowLCJleHAiOjR9..AAAAAAAAAAAAAAAAAA.AAAA.AAAAAAAAAAAAAAAAAAAAAA"
+	t1, err := NewKeySet("t1", map[string][]byte{"t1": key1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := t1.Open(reported, &Check{Aud: "x", Now: time.Unix(0, 0)}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("reported input: %v, want ErrMalformed", err)
+	}
 }
 
 // FuzzJWEDifferential seals arbitrary headers and payloads with a real key
