@@ -58,7 +58,9 @@ type Cache struct {
 	health atomic.Pointer[healthState]
 
 	// writeMu serializes the writers of snap: the polling loop and Refresh.
-	writeMu sync.Mutex
+	// It is a channel so that Refresh can stop waiting when its context
+	// ends (a poll may hold it for as long as the store takes to answer).
+	writeMu chan struct{}
 	// lastRefresh is when Refresh last read each domain (under writeMu).
 	lastRefresh map[string]time.Time
 
@@ -72,7 +74,40 @@ type snapshot struct {
 	domains    map[string]*Domain
 	names      []string
 	generation uint64
+	// owners is the union of the domains' Policy.Owners; anyOwner is set
+	// when one of them lists "*" (every principal is then an owner).
+	owners   map[string]bool
+	anyOwner bool
 }
+
+func newSnapshot(domains map[string]*Domain, generation uint64) *snapshot {
+	s := &snapshot{
+		domains:    domains,
+		names:      slices.Sorted(maps.Keys(domains)),
+		generation: generation,
+		owners:     map[string]bool{},
+	}
+	for _, d := range domains {
+		for _, o := range d.Policy.Owners {
+			if o == "*" {
+				s.anyOwner = true
+			}
+			s.owners[o] = true
+		}
+	}
+	return s
+}
+
+func (c *Cache) lock(ctx context.Context) error {
+	select {
+	case c.writeMu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+func (c *Cache) unlock() { <-c.writeMu }
 
 type healthState struct{ err error }
 
@@ -82,7 +117,7 @@ type healthState struct{ err error }
 // that fails validation is skipped, logged and reported by Health. opts may
 // be nil. ctx bounds the initial load only; polling goes on until Close.
 func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, error) {
-	c := &Cache{src: src, stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: map[string]time.Time{}}
+	c := &Cache{src: src, stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: map[string]time.Time{}, writeMu: make(chan struct{}, 1)}
 	if opts != nil {
 		c.opts = *opts
 		c.opts.Domains = slices.Clone(opts.Domains)
@@ -100,7 +135,7 @@ func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, erro
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	c.snap.Store(&snapshot{domains: map[string]*Domain{}})
+	c.snap.Store(newSnapshot(map[string]*Domain{}, 0))
 
 	lctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
@@ -131,12 +166,21 @@ func (c *Cache) Domain(name string) (*Domain, error) {
 // Domains returns the names of the domains in the snapshot, sorted.
 func (c *Cache) Domains() []string { return slices.Clone(c.snap.Load().names) }
 
+// IsOwner reports whether principal is an owner (Policy.Owners) of any
+// domain of the snapshot, or whether some domain lists "*" as owner. It
+// does no I/O.
+func (c *Cache) IsOwner(principal string) bool {
+	s := c.snap.Load()
+	return s.anyOwner || s.owners[principal]
+}
+
 // Generation changes (increases) every time the snapshot changes.
 func (c *Cache) Generation() uint64 { return c.snap.Load().generation }
 
 // Health returns nil when the last poll succeeded. Otherwise the cache is
 // degraded: it still serves its last snapshot, and the error wraps
-// [ErrUnavailable] (the source could not be read), [ErrDenied], or
+// [ErrUnavailable] (the source could not be read, its listing does not
+// parse, or it suddenly lists no domain at all), [ErrDenied], or
 // [ErrInvalid] (some domain in the source is invalid and not served).
 func (c *Cache) Health() error { return c.health.Load().err }
 
@@ -147,8 +191,10 @@ func (c *Cache) Health() error { return c.health.Load().err }
 // RefreshGap apart; a call within the gap returns the current snapshot.
 // Unlike Domain, Refresh does I/O: keep it off the common path.
 func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
+	if err := c.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.unlock()
 	old := c.snap.Load()
 	now := time.Now()
 	if now.Sub(c.lastRefresh[name]) < c.opts.RefreshGap {
@@ -178,7 +224,7 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 	}
 	next := maps.Clone(old.domains)
 	next[name] = d
-	c.snap.Store(&snapshot{domains: next, names: slices.Sorted(maps.Keys(next)), generation: old.generation + 1})
+	c.snap.Store(newSnapshot(next, old.generation+1))
 	if c.opts.OnChange != nil {
 		c.opts.OnChange([]string{name})
 	}
@@ -231,17 +277,32 @@ func (c *Cache) run() {
 }
 
 // poll brings the snapshot up to date. On an error that makes the source
-// unusable (unreachable, access denied) it stops and changes nothing; a
-// domain that is invalid is kept as it was (or left out) and reported in the
-// returned error, and the other domains are updated.
+// unusable (unreachable, access denied, a listing that does not parse) it
+// stops and changes nothing; a domain that is invalid is kept as it was (or
+// left out) and reported in the returned error, and the other domains are
+// updated.
+//
+// Faults degrade, they never wipe: a source that suddenly lists no domain
+// while the snapshot has some (a Vault restored empty, a key file
+// truncated) is a fault, not a removal: the snapshot is kept and the error
+// wraps ErrUnavailable. A domain is only dropped when a listing that still
+// has other domains no longer names it (an administrator removed it).
 func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
+	if err := c.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.unlock()
 	old := c.snap.Load()
 	names := c.opts.Domains
 	if len(names) == 0 {
 		if names, err = c.src.Domains(ctx); err != nil {
+			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrDenied) {
+				err = fmt.Errorf("%w: listing the domains: %w", ErrUnavailable, err)
+			}
 			return nil, err
+		}
+		if len(names) == 0 && len(old.domains) > 0 {
+			return nil, fmt.Errorf("%w: the key store lists no domain while %d are served: keeping them", ErrUnavailable, len(old.domains))
 		}
 	}
 	// A domain that disappears from the listing was removed; one that the
@@ -298,11 +359,7 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 	}
 	if len(changed) > 0 {
 		slices.Sort(changed)
-		c.snap.Store(&snapshot{
-			domains:    next,
-			names:      slices.Sorted(maps.Keys(next)),
-			generation: old.generation + 1,
-		})
+		c.snap.Store(newSnapshot(next, old.generation+1))
 	}
 	return changed, errors.Join(invalid...)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
@@ -20,14 +21,33 @@ import (
 // ErrSameDomain is returned by Convert when both domains are the same.
 var ErrSameDomain = errors.New("pseudonymizer: convert within one domain")
 
+// ErrInternal is the error of the items of a batch whose evaluation
+// panicked: the panic is recovered, the other items are unaffected. The
+// error is a *PanicError.
+var ErrInternal = errors.New("pseudonymizer: internal error")
+
+// PanicError is the error of items whose evaluation panicked. It describes
+// the panic without its value, which could hold request data.
+type PanicError struct{ Panic *recovered.Panic }
+
+// Error implements error.
+func (e *PanicError) Error() string { return ErrInternal.Error() }
+
+// Unwrap makes errors.Is(err, ErrInternal) true.
+func (e *PanicError) Unwrap() error { return ErrInternal }
+
 // Domain is one domain's keys, prepared for evaluation: k and k⁻¹ as
 // scalars and the transit keys ready to seal and open. It is immutable and
 // safe for concurrent use. It never prints its keys.
 type Domain struct {
-	name       string
-	audience   string
-	ttl        time.Duration
-	generation uint64
+	name        string
+	audience    string
+	ttl         time.Duration
+	maxLifetime time.Duration
+	generation  uint64
+	// seals counts the transitInfo values sealed under the active transit
+	// key; nil means no limit (see [SealLimiter]).
+	seals      *sealCount
 	k, kInv    *ristretto255.Scalar
 	transit    *transit.KeySet
 	policy     keys.Policy
@@ -57,17 +77,22 @@ func NewDomain(d *keys.Domain) (*Domain, error) {
 	if ttl <= 0 {
 		ttl = keys.DefaultTTL
 	}
+	maxLifetime := d.MaxLifetime
+	if maxLifetime <= 0 {
+		maxLifetime = max(keys.DefaultMaxLifetime, ttl)
+	}
 	slices.Sort(kids)
 	return &Domain{
-		name:       d.Name,
-		audience:   d.Audience,
-		ttl:        ttl,
-		generation: d.Generation,
-		k:          k,
-		kInv:       ristretto255.NewScalar().Invert(k),
-		transit:    ks,
-		policy:     d.Policy.Clone(),
-		kids:       kids,
+		name:        d.Name,
+		audience:    d.Audience,
+		ttl:         ttl,
+		maxLifetime: maxLifetime,
+		generation:  d.Generation,
+		k:           k,
+		kInv:        ristretto255.NewScalar().Invert(k),
+		transit:     ks,
+		policy:      d.Policy.Clone(),
+		kids:        kids,
 	}, nil
 }
 
@@ -79,6 +104,10 @@ func (d *Domain) Audience() string { return d.audience }
 
 // TTL returns the lifetime of the domain's pseudonyms in transit.
 func (d *Domain) TTL() time.Duration { return d.ttl }
+
+// MaxLifetime returns the longest lifetime (exp − iat) of a transitInfo
+// that identify and convert accept.
+func (d *Domain) MaxLifetime() time.Duration { return d.maxLifetime }
 
 // ActiveKid returns the transit key id new transitInfo values use.
 func (d *Domain) ActiveKid() string { return d.transit.Active() }
@@ -130,7 +159,16 @@ func (d *Domain) claims(p *Params) *transit.Claims {
 }
 
 func (d *Domain) check(p *Params) *transit.Check {
-	return &transit.Check{Aud: d.audience, Now: p.Now, Sub: p.Caller}
+	return &transit.Check{Aud: d.audience, Now: p.Now, Sub: p.Caller, MaxLifetime: d.maxLifetime}
+}
+
+// seal draws nothing: it seals s under the active transit key, within the
+// key's seal limit.
+func (d *Domain) seal(s *ristretto255.Scalar, p *Params) (string, error) {
+	if err := d.seals.take(); err != nil {
+		return "", err
+	}
+	return d.transit.Seal(s, d.claims(p), p.Rand)
 }
 
 // Pseudonymize evaluates one blinded identifier point B: it draws s and
@@ -144,7 +182,7 @@ func (d *Domain) Pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
 	if err != nil {
 		return Evaluated{}, err
 	}
-	ti, err := d.transit.Seal(s, d.claims(p), p.Rand)
+	ti, err := d.seal(s, p)
 	if err != nil {
 		return Evaluated{}, err
 	}
@@ -167,7 +205,7 @@ func evaluated(Y *ristretto255.Element, ti string) Evaluated {
 func (d *Domain) PseudonymizeBatch(blinded [][]byte, p *Params) (out []Evaluated, errs []error) {
 	out = make([]Evaluated, len(blinded))
 	errs = make([]error, len(blinded))
-	parallel(len(blinded), p, func(lo, hi int) {
+	parallel(len(blinded), p, errs, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			out[i], errs[i] = d.Pseudonymize(blinded[i], p)
 		}
@@ -182,10 +220,25 @@ const minChunk = 32
 // the batch is large enough and p.Rand is nil (crypto/rand is safe for
 // concurrent use; a caller's deterministic stream is not). One call thus
 // uses every core; under full load, concurrent calls would anyway.
-func parallel(n int, p *Params, f func(lo, hi int)) {
+//
+// A panic in f is recovered, on whichever goroutine it happens: every item
+// of the chunk that panicked gets a *PanicError in errs, and the other
+// chunks are unaffected. No panic leaves parallel.
+func parallel(n int, p *Params, errs []error, f func(lo, hi int)) {
+	run := func(lo, hi int) {
+		defer func() {
+			if r := recover(); r != nil {
+				pe := &PanicError{Panic: recovered.Describe(r)}
+				for i := lo; i < hi; i++ {
+					errs[i] = pe
+				}
+			}
+		}()
+		f(lo, hi)
+	}
 	w := min(runtime.GOMAXPROCS(0), n/minChunk)
 	if w <= 1 || p.Rand != nil {
-		f(0, n)
+		run(0, n)
 		return
 	}
 	size := (n + w - 1) / w
@@ -194,7 +247,7 @@ func parallel(n int, p *Params, f func(lo, hi int)) {
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
-			f(lo, hi)
+			run(lo, hi)
 		}(lo, min(lo+size, n))
 	}
 	wg.Wait()
@@ -218,6 +271,9 @@ func (d *Domain) open(items []Item, p *Params, errs []error) []opened {
 			continue
 		}
 		o, err := d.transit.Open(it.TransitInfo, c)
+		if errors.Is(err, transit.ErrLifetimeTooLong) {
+			err = &lifetimeError{max: d.maxLifetime}
+		}
 		if err != nil {
 			errs[i] = err
 			continue
@@ -250,7 +306,7 @@ func (d *Domain) Identify(blinded []byte, transitInfo string, p *Params) ([point
 func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte, errs []error) {
 	out = make([][point.Size]byte, len(items))
 	errs = make([]error, len(items))
-	parallel(len(items), p, func(lo, hi int) { d.identify(items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	parallel(len(items), p, errs, func(lo, hi int) { d.identify(items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
 	return out, errs
 }
 
@@ -286,7 +342,7 @@ func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, e
 		}
 		return out, errs
 	}
-	parallel(len(items), p, func(lo, hi int) { convert(from, to, items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	parallel(len(items), p, errs, func(lo, hi int) { convert(from, to, items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
 	return out, errs
 }
 
@@ -294,7 +350,6 @@ func convert(from, to *Domain, items []Item, p *Params, out []Evaluated, errs []
 	op := from.open(items, p, errs)
 	invertAll(op)
 	kBA := ristretto255.NewScalar().Multiply(to.k, from.kInv) // k_B·k_A⁻¹
-	c := to.claims(p)
 	for i := range op {
 		if op[i].s == nil {
 			continue
@@ -304,7 +359,7 @@ func convert(from, to *Domain, items []Item, p *Params, out []Evaluated, errs []
 			errs[i] = err
 			continue
 		}
-		ti, err := to.transit.Seal(s2, c, p.Rand)
+		ti, err := to.seal(s2, p)
 		if err != nil {
 			errs[i] = err
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -36,6 +37,10 @@ type KeySource interface {
 	// keys.ErrUnavailable, keys.ErrDenied or keys.ErrInvalid. The health
 	// service reports it.
 	Health() error
+	// IsOwner reports whether the principal is an owner (Policy.Owners) of
+	// any domain of the current snapshot: owners never identify, in any
+	// domain. It does no I/O.
+	IsOwner(principal string) bool
 }
 
 // Refresher is optionally implemented by a [KeySource] that can re-read a
@@ -58,8 +63,13 @@ var (
 // authenticated principal:
 //
 //   - Pseudonymize: the principal is in Policy.Pseudonymize.
-//   - Identify: the principal is in Policy.Identify and not in
-//     Policy.Owners (owners may never identify, even when listed).
+//   - Identify: the principal is in Policy.Identify and is an owner of no
+//     domain at all (KeySource.IsOwner). Being an owner is a property of
+//     the principal, not of a domain: an owner may convert its pseudonyms
+//     into another domain, but can then not identify them there either.
+//     This is the invariant "owners never obtain an identifier"; the
+//     policy validation (keys.ValidateSet) refuses policies that list an
+//     owner in Identify, and the authorizer refuses whatever they say.
 //   - ConvertTo: the principal is in Policy.Convert[to_domain] of the
 //     from_domain.
 //   - GetDomain: the principal may run at least one of the above.
@@ -89,6 +99,8 @@ type Server struct {
 	src      KeySource
 	maxBatch int
 	prepared sync.Map // domain name → *prepared
+	seals    *SealLimiter
+	log      *slog.Logger
 }
 
 var _ pb.PseudonymizerServer = (*Server)(nil)
@@ -113,18 +125,47 @@ func WithMaxBatch(n int) Option {
 	}
 }
 
+// WithSealLimiter makes the server count seals per transit key with l and
+// refuse those past its limit (per item, ErrTransitKeyExhausted). By
+// default a limiter of DefaultMaxSealsPerKey is used.
+func WithSealLimiter(l *SealLimiter) Option {
+	return func(s *Server) {
+		if l != nil {
+			s.seals = l
+		}
+	}
+}
+
+// WithLogger sets where the server logs recovered panics (their type and
+// stack only); slog.Default() by default.
+func WithLogger(log *slog.Logger) Option {
+	return func(s *Server) {
+		if log != nil {
+			s.log = log
+		}
+	}
+}
+
+// RefreshTimeout bounds how long a call waits for the key store when its
+// items name an unknown transit key id: past it, those items fail with
+// ERROR_REASON_UNKNOWN_KID and the call is not held up by a slow store.
+const RefreshTimeout = 250 * time.Millisecond
+
 // NewServer returns the gRPC handler of pseudonymizer.v1 serving the domains
 // of src.
 func NewServer(src KeySource, opts ...Option) *Server {
-	s := &Server{src: src, maxBatch: DefaultMaxBatch}
+	s := &Server{src: src, maxBatch: DefaultMaxBatch, log: slog.Default()}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.seals == nil {
+		s.seals = NewSealLimiter(0, nil)
 	}
 	return s
 }
 
-// MaxBatch returns the maximum number of items of one call.
-func (s *Server) MaxBatch() int { return s.maxBatch }
+// Seals returns the seal limiter: counts per transit key, for metrics.
+func (s *Server) Seals() *SealLimiter { return s.seals }
 
 // Items returns the number of items of a pseudonymizer.v1 request or stream
 // message, and 0 for any other message. Rate limits count items with it.
@@ -162,6 +203,7 @@ func (s *Server) domain(name string) (*Domain, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.seals = s.seals.counter(d.name, d.ActiveKid())
 	s.prepared.Store(name, &prepared{generation: kd.Generation, d: d})
 	return d, nil
 }
@@ -180,6 +222,8 @@ func (s *Server) retryUnknownKids(ctx context.Context, d *Domain, errs []error, 
 	if len(idx) == 0 || !ok {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, RefreshTimeout)
+	defer cancel()
 	kd, err := r.Refresh(ctx, d.Name())
 	if err != nil || kd.Generation == d.Generation() {
 		return
@@ -193,8 +237,11 @@ func (s *Server) retryUnknownKids(ctx context.Context, d *Domain, errs []error, 
 
 // callContext is what every operation needs besides its request.
 type callContext struct {
-	caller string
-	rec    *audit.Record
+	ctx         context.Context
+	caller      string
+	rec         *audit.Record
+	log         *slog.Logger
+	panicLogged bool
 }
 
 func (s *Server) begin(ctx context.Context) (*callContext, error) {
@@ -202,14 +249,14 @@ func (s *Server) begin(ctx context.Context) (*callContext, error) {
 	if !ok {
 		return nil, errUnauthenticated
 	}
-	return &callContext{caller: caller, rec: audit.FromContext(ctx)}, nil
+	return &callContext{ctx: ctx, caller: caller, rec: audit.FromContext(ctx), log: s.log}, nil
 }
 
 // authorized returns the domain if it exists and allowed says the caller
 // may use it; errDenied otherwise, whichever it is. The audit record gets
 // the name of an existing domain, allowed or not, and never a name that the
 // caller made up.
-func (s *Server) authorized(c *callContext, name string, allowed func(keys.Policy, string) bool) (*Domain, error) {
+func (s *Server) authorized(c *callContext, name string, allowed func(*Server, keys.Policy, string) bool) (*Domain, error) {
 	if name == "" {
 		return nil, errNoDomain
 	}
@@ -221,7 +268,7 @@ func (s *Server) authorized(c *callContext, name string, allowed func(keys.Polic
 		return nil, err
 	}
 	c.rec.AddDomain(d.Name())
-	if !allowed(d.policy, c.caller) {
+	if !allowed(s, d.policy, c.caller) {
 		return nil, errDenied
 	}
 	return d, nil
@@ -229,14 +276,20 @@ func (s *Server) authorized(c *callContext, name string, allowed func(keys.Polic
 
 func (s *Server) checkBatch(n int) error {
 	if n > s.maxBatch {
-		return &batchTooLargeError{max: s.maxBatch}
+		return &BatchTooLargeError{Max: s.maxBatch}
 	}
 	return nil
 }
 
 // itemError turns an item's error into its google.rpc.Status and records
-// it.
+// it. The first recovered panic of a call is logged, without its value.
 func itemError(c *callContext, err error) *status.Status {
+	var pe *PanicError
+	if !c.panicLogged && errors.As(err, &pe) {
+		c.panicLogged = true
+		c.log.ErrorContext(c.ctx, "pseudonymizer: panic while evaluating items (recovered; the items got INTERNAL)",
+			"panic_type", pe.Panic.Type, "stack", pe.Panic.Frames)
+	}
 	st := toStatus(err)
 	c.rec.AddItemError(rpcstatus.ReasonOf(st))
 	return st
@@ -244,7 +297,7 @@ func itemError(c *callContext, err error) *status.Status {
 
 // start runs the checks every batch call begins with, in order: the
 // caller's identity, a domain name, the batch size, the authorization.
-func (s *Server) start(ctx context.Context, domain string, n int, allowed func(keys.Policy, string) bool) (*callContext, *Domain, error) {
+func (s *Server) start(ctx context.Context, domain string, n int, allowed func(*Server, keys.Policy, string) bool) (*callContext, *Domain, error) {
 	c, err := s.begin(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -358,8 +411,8 @@ func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Con
 	if from == to {
 		return nil, ErrSameDomain
 	}
-	fd, err := s.authorized(c, from, func(p keys.Policy, caller string) bool {
-		return matches(p.Convert[to], caller)
+	fd, err := s.authorized(c, from, func(_ *Server, p keys.Policy, caller string) bool {
+		return canConvert(p, to, caller)
 	})
 	if err != nil {
 		return nil, err
@@ -485,8 +538,8 @@ func (s *Server) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.G
 	if err != nil {
 		return nil, toStatus(err).Err()
 	}
-	d, err := s.authorized(c, req.GetName(), func(p keys.Policy, caller string) bool {
-		return len(allowedOperations(p, caller)) > 0
+	d, err := s.authorized(c, req.GetName(), func(s *Server, p keys.Policy, caller string) bool {
+		return len(s.allowedOperations(p, caller)) > 0
 	})
 	if err != nil {
 		return nil, toStatus(err).Err()
@@ -498,7 +551,7 @@ func (s *Server) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.G
 		Ttl:               durationpb.New(d.TTL()),
 		ActiveKid:         d.ActiveKid(),
 		AcceptedKids:      d.Kids(),
-		AllowedOperations: allowedOperations(p, c.caller),
+		AllowedOperations: s.allowedOperations(p, c.caller),
 		ConvertTargets:    convertTargets(p, c.caller),
 	}, nil
 }
@@ -508,18 +561,23 @@ func matches(list []string, caller string) bool {
 	return slices.Contains(list, "*") || slices.Contains(list, caller)
 }
 
-func canPseudonymize(p keys.Policy, caller string) bool { return matches(p.Pseudonymize, caller) }
-
-// canIdentify refuses owners whatever the Identify list says.
-func canIdentify(p keys.Policy, caller string) bool {
-	return matches(p.Identify, caller) && !matches(p.Owners, caller)
+func canPseudonymize(_ *Server, p keys.Policy, caller string) bool {
+	return matches(p.Pseudonymize, caller)
 }
+
+// canIdentify refuses owners, of this domain or of any other, whatever the
+// Identify list says.
+func canIdentify(s *Server, p keys.Policy, caller string) bool {
+	return matches(p.Identify, caller) && !matches(p.Owners, caller) && !s.src.IsOwner(caller)
+}
+
+func canConvert(p keys.Policy, to, caller string) bool { return matches(p.Convert[to], caller) }
 
 // convertTargets returns, sorted, the domains the caller may convert into.
 func convertTargets(p keys.Policy, caller string) []string {
 	var out []string
-	for to, who := range p.Convert {
-		if matches(who, caller) {
+	for to := range p.Convert {
+		if canConvert(p, to, caller) {
 			out = append(out, to)
 		}
 	}
@@ -527,12 +585,12 @@ func convertTargets(p keys.Policy, caller string) []string {
 	return out
 }
 
-func allowedOperations(p keys.Policy, caller string) []pb.Operation {
+func (s *Server) allowedOperations(p keys.Policy, caller string) []pb.Operation {
 	var ops []pb.Operation
-	if canPseudonymize(p, caller) {
+	if canPseudonymize(s, p, caller) {
 		ops = append(ops, pb.Operation_OPERATION_PSEUDONYMIZE)
 	}
-	if canIdentify(p, caller) {
+	if canIdentify(s, p, caller) {
 		ops = append(ops, pb.Operation_OPERATION_IDENTIFY)
 	}
 	if len(convertTargets(p, caller)) > 0 {

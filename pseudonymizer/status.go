@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,19 +23,44 @@ var (
 	errUnauthenticated = errors.New("pseudonymizer: no authenticated principal")
 )
 
-type batchTooLargeError struct{ max int }
+// MaxItemIDLen bounds the length in bytes of an item's id: the id is echoed
+// back, and a request is at most the maximum batch size of items of
+// bounded size.
+const MaxItemIDLen = 256
+
+// Status returns the google.rpc.Status of an error of the service, per item
+// or per call: its gRPC code, its ErrorReason and a fixed message. The
+// transport uses it for the errors it raises itself (a request too large or
+// malformed).
+func Status(err error) *status.Status { return toStatus(err) }
+
+// ErrMalformedRequest is the error of a request (or stream message) that
+// cannot be decoded: malformed protobuf, invalid UTF-8 in a string, or an
+// item id longer than MaxItemIDLen.
+var ErrMalformedRequest = errors.New("pseudonymizer: malformed request")
+
+// BatchTooLargeError is the error of a request with more items than the
+// maximum batch size.
+type BatchTooLargeError struct{ Max int }
 
 // Error implements error.
-func (e *batchTooLargeError) Error() string {
-	return fmt.Sprintf("pseudonymizer: more than %d items", e.max)
+func (e *BatchTooLargeError) Error() string {
+	return fmt.Sprintf("pseudonymizer: more than %d items", e.Max)
 }
+
+// lifetimeError is transit.ErrLifetimeTooLong with the domain's limit.
+type lifetimeError struct{ max time.Duration }
+
+func (e *lifetimeError) Error() string { return transit.ErrLifetimeTooLong.Error() }
+func (e *lifetimeError) Unwrap() error { return transit.ErrLifetimeTooLong }
 
 // toStatus maps every error of the service, per item or per call, to its
 // gRPC code, its ErrorReason and a fixed message (see pseudonymizer.proto).
 // No message is ever taken from the error: none can carry a point, a key or
 // an identifier.
 func toStatus(err error) *status.Status {
-	var tooLarge *batchTooLargeError
+	var tooLarge *BatchTooLargeError
+	var lifetime *lifetimeError
 	switch {
 	// Item errors.
 	case errors.Is(err, point.ErrInvalidPoint):
@@ -61,12 +87,25 @@ func toStatus(err error) *status.Status {
 	case errors.Is(err, transit.ErrSubjectMismatch):
 		return rpcstatus.New(codes.PermissionDenied, pb.ErrorReason_ERROR_REASON_WRONG_SUBJECT,
 			"transitInfo is bound to another caller", nil)
+	case errors.As(err, &lifetime):
+		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG,
+			"transitInfo lifetime (exp - iat) exceeds the domain's maximum",
+			map[string]string{"max_lifetime_seconds": strconv.FormatInt(int64(lifetime.max/time.Second), 10)})
+	case errors.Is(err, transit.ErrLifetimeTooLong):
+		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG,
+			"transitInfo lifetime (exp - iat) exceeds the domain's maximum", nil)
+	case errors.Is(err, ErrTransitKeyExhausted):
+		return rpcstatus.New(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED,
+			"the domain's active transit key reached its seal limit: it must be rotated", nil)
 
 	// Call errors.
 	case errors.As(err, &tooLarge):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_BATCH_TOO_LARGE,
-			fmt.Sprintf("too many items: the maximum batch size is %d", tooLarge.max),
-			map[string]string{"max_batch_size": strconv.Itoa(tooLarge.max)})
+			fmt.Sprintf("too many items: the maximum batch size is %d", tooLarge.Max),
+			map[string]string{"max_batch_size": strconv.Itoa(tooLarge.Max)})
+	case errors.Is(err, ErrMalformedRequest):
+		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST,
+			"malformed request", nil)
 	case errors.Is(err, errNoDomain):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_UNSPECIFIED,
 			"domain name is empty", nil)

@@ -44,6 +44,10 @@ type config struct {
 
 	maxBatch      int
 	maxMsgSize    int
+	maxConns      int
+	maxStreams    int
+	streamIdle    time.Duration
+	maxSeals      uint64
 	rate          float64
 	burst         int
 	maxPrincipals int
@@ -63,6 +67,7 @@ const (
 	defaultListen    = ":50051"
 	defaultRate      = 1000
 	defaultBurst     = 2000
+	defaultMaxConns  = 1024
 )
 
 func (c *config) flags(stderr io.Writer) *flag.FlagSet {
@@ -91,7 +96,11 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "required aud of bearer tokens")
 
 	fs.IntVar(&c.maxBatch, "max-batch", pseudonymizer.DefaultMaxBatch, "maximum items per call or stream chunk")
-	fs.IntVar(&c.maxMsgSize, "max-msg-size", grpcserver.DefaultMaxRecvMsgSize, "maximum request message size in `bytes`")
+	fs.IntVar(&c.maxMsgSize, "max-msg-size", 0, "maximum request message size in `bytes` (default: what -max-batch items of the largest size need)")
+	fs.IntVar(&c.maxConns, "max-connections", defaultMaxConns, "concurrent client connections accepted on -listen; further ones wait")
+	fs.IntVar(&c.maxStreams, "max-streams", grpcserver.DefaultMaxConcurrentStreams, "concurrent calls per connection")
+	fs.DurationVar(&c.streamIdle, "stream-idle-timeout", grpcserver.DefaultStreamIdleTimeout, "a stream whose caller sends nothing for this long ends with DEADLINE_EXCEEDED")
+	fs.Uint64Var(&c.maxSeals, "max-seals-per-key", pseudonymizer.DefaultMaxSealsPerKey, "transitInfo values this process seals under one transit key before refusing (rotate keys long before)")
 	fs.Float64Var(&c.rate, "rate", defaultRate, "items per second each principal may submit; 0 disables rate limiting")
 	fs.IntVar(&c.burst, "burst", defaultBurst, "items a principal may submit at once (at least -max-batch)")
 	fs.IntVar(&c.maxPrincipals, "max-principals", 10000, "principals tracked by the rate limiter")
@@ -242,12 +251,20 @@ func (c *config) check(getenv func(string) string) error {
 	if jwt && (c.jwtIssuer == "" || c.jwtAudience == "") {
 		return usagef("bearer tokens need -jwt-issuer and -jwt-audience")
 	}
-	if c.tlsCert == "" {
-		if !c.dev {
-			return usagef("TLS is required: give -tls-cert and -tls-key (plaintext only with -dev, on a loopback address)")
-		}
-		if err := grpcserver.CheckPlaintextAddr(c.listen); err != nil {
-			return &usageError{err.Error()}
+	if c.tlsCert == "" && !c.dev {
+		return usagef("TLS is required: give -tls-cert and -tls-key (plaintext only with -dev, on a loopback address)")
+	}
+	if c.dev {
+		// Development mode is loopback-only, whatever else is set: with or
+		// without TLS, the dev principal header must not be reachable from
+		// another machine. Every listener is checked.
+		for _, l := range []struct{ flag, addr string }{{"-listen", c.listen}, {"-health-listen", c.healthListen}, {"-metrics-listen", c.metricsListen}} {
+			if l.addr == "" {
+				continue
+			}
+			if err := grpcserver.CheckLoopbackAddr(l.addr); err != nil {
+				return usagef("-dev is loopback-only: %s: %v", l.flag, err)
+			}
 		}
 	}
 	if !c.dev && c.tlsClientCA == "" && !jwt {
@@ -259,8 +276,14 @@ func (c *config) check(getenv func(string) string) error {
 	if c.maxBatch < 1 {
 		return usagef("-max-batch must be at least 1")
 	}
+	if c.maxMsgSize == 0 {
+		c.maxMsgSize = grpcserver.MaxRecvMsgSizeFor(c.maxBatch)
+	}
 	if c.maxMsgSize < 1024 {
 		return usagef("-max-msg-size must be at least 1024 bytes")
+	}
+	if c.maxConns < 1 || c.maxStreams < 1 || c.streamIdle <= 0 || c.maxSeals < 1 {
+		return usagef("-max-connections, -max-streams, -stream-idle-timeout and -max-seals-per-key must be positive")
 	}
 	if c.rate < 0 {
 		return usagef("-rate must not be negative")

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -50,16 +52,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	srv, err := grpcserver.New(grpcserver.Config{
-		Keys:           cache,
-		Auth:           authn,
-		TLS:            tlsCfg,
-		MaxBatch:       c.maxBatch,
-		MaxRecvMsgSize: c.maxMsgSize,
-		Rate:           c.rate,
-		Burst:          c.burst,
-		MaxPrincipals:  c.maxPrincipals,
-		HealthInterval: c.healthInterval,
-		Logger:         log,
+		Keys:                 cache,
+		Auth:                 authn,
+		TLS:                  tlsCfg,
+		MaxBatch:             c.maxBatch,
+		MaxRecvMsgSize:       c.maxMsgSize,
+		MaxConcurrentStreams: uint32(c.maxStreams),
+		StreamIdleTimeout:    c.streamIdle,
+		MaxSealsPerKey:       c.maxSeals,
+		Rate:                 c.rate,
+		Burst:                c.burst,
+		MaxPrincipals:        c.maxPrincipals,
+		HealthInterval:       c.healthInterval,
+		Logger:               log,
 	})
 	if err != nil {
 		return err
@@ -70,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = srv.Shutdown(ctx)
 		return fmt.Errorf("listening for gRPC: %v", err)
 	}
+	// Connections beyond the limit wait in the kernel's backlog until one
+	// closes: a flood of connections cannot exhaust the process.
+	lis = netutil.LimitListener(lis, c.maxConns)
 	var metrics *http.Server
 	var metricsLis net.Listener
 	if c.metricsListen != "" {

@@ -237,3 +237,10 @@ func (l *Logger) finish(ctx context.Context, method string, r *Record, start tim
 		o(s)
 	}
 }
+
+// Refused writes the record of a call refused before any interceptor ran
+// (authentication in the transport's tap, before the request body is read):
+// no principal, no domain, no item, only the method and the status.
+func (l *Logger) Refused(ctx context.Context, method string, err error) {
+	l.finish(ctx, method, &Record{}, l.now(), err)
+}

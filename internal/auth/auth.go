@@ -15,9 +15,11 @@
 //     (mTLS). The principal is the certificate's first URI SAN (for
 //     example "spiffe://ehealth.example/prescriber-app"), or, when it has
 //     none, its Subject Common Name. A certificate with neither is refused.
-//  3. In development mode only (plaintext on a loopback address): the
-//     principal named by the metadata "x-pseudonymizer-principal", or
-//     [DevPrincipal] when absent.
+//  3. In development mode only, and only for a caller connected from a
+//     loopback address (127.0.0.0/8, ::1): the principal named by the
+//     metadata "x-pseudonymizer-principal", or [DevPrincipal] when absent.
+//     The header is honoured nowhere else, whatever the configuration:
+//     cmd/pseudonymizer also refuses -dev on a non-loopback address.
 //
 // Anything else fails with UNAUTHENTICATED. Error messages are fixed and
 // never say which check failed nor echo the token.
@@ -27,6 +29,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -132,7 +135,7 @@ func (a *Authenticator) principal(ctx context.Context) (string, error) {
 	if cert := peerCertificate(ctx); cert != nil {
 		return PrincipalFromCert(cert)
 	}
-	if a.dev {
+	if a.dev && peerIsLoopback(ctx) {
 		names := md.Get(DevPrincipalHeader)
 		switch {
 		case len(names) == 0:
@@ -143,6 +146,31 @@ func (a *Authenticator) principal(ctx context.Context) (string, error) {
 		return "", ErrNoPrincipal
 	}
 	return "", ErrNoCredentials
+}
+
+// peerIsLoopback reports whether the call comes from a loopback address.
+// An in-process connection (bufconn, a pipe) has no IP address and counts
+// as loopback: it cannot come from another machine.
+func peerIsLoopback(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return false
+	}
+	switch a := p.Addr.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	}
+	if p.Addr.Network() == "bufconn" || p.Addr.Network() == "pipe" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // peerCertificate returns the verified client certificate of the call, or

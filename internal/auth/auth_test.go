@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -64,7 +66,8 @@ func TestDevPrincipal(t *testing.T) {
 		{metadata.Pairs(DevPrincipalHeader, "bad name"), ""},
 		{metadata.Pairs("authorization", "Bearer x"), ""}, // no verifier: refused
 	} {
-		ctx, err := dev.Authenticate(metadata.NewIncomingContext(context.Background(), tc.md))
+		local := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}})
+		ctx, err := dev.Authenticate(metadata.NewIncomingContext(local, tc.md))
 		if tc.want == "" {
 			if status.Code(err) != codes.Unauthenticated {
 				t.Errorf("%v: %v; want UNAUTHENTICATED", tc.md, err)
@@ -78,6 +81,45 @@ func TestDevPrincipal(t *testing.T) {
 	// Outside development mode, no credentials is no access.
 	if _, err := New(Config{}).Authenticate(context.Background()); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no credentials: %v", err)
+	}
+}
+
+// TestDevHeaderLoopbackOnly enumerates development mode on and off, with
+// and without the dev header, over peers at loopback, private, public and
+// unspecified addresses, in-process connections and none: the header (or
+// the default dev principal) is honoured exactly when development mode is
+// on and the peer is on this machine.
+func TestDevHeaderLoopbackOnly(t *testing.T) {
+	peers := []struct {
+		addr  net.Addr
+		local bool
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, true},
+		{&net.TCPAddr{IP: net.IPv4(127, 8, 9, 10)}, true},
+		{&net.TCPAddr{IP: net.IPv6loopback}, true},
+		{&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1)}, false},
+		{&net.TCPAddr{IP: net.IPv4(192, 168, 1, 2)}, false},
+		{&net.TCPAddr{IP: net.IPv4(8, 8, 8, 8)}, false},
+		{&net.TCPAddr{IP: net.IPv4zero}, false},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:10.1.2.3")}, false},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1")}, false},
+		{&net.UnixAddr{Name: "/tmp/s", Net: "unix"}, true},
+		{nil, false},
+	}
+	for _, devMode := range []bool{false, true} {
+		a := New(Config{Dev: devMode})
+		for _, p := range peers {
+			for _, md := range []metadata.MD{{}, metadata.Pairs(DevPrincipalHeader, "alice")} {
+				ctx := metadata.NewIncomingContext(context.Background(), md)
+				if p.addr != nil {
+					ctx = peer.NewContext(ctx, &peer.Peer{Addr: p.addr})
+				}
+				_, err := a.Authenticate(ctx)
+				if want := devMode && p.local; (err == nil) != want {
+					t.Errorf("dev=%v peer=%v md=%v: err=%v, want accepted=%v", devMode, p.addr, md, err, want)
+				}
+			}
+		}
 	}
 }
 

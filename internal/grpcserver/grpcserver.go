@@ -1,7 +1,12 @@
 // Package grpcserver assembles the pseudonymizer gRPC server: the
 // pseudonymizer.v1 handler, the interceptors, the health and reflection
-// services, keepalive settings, Prometheus metrics and graceful shutdown.
+// services, transport limits, Prometheus metrics and graceful shutdown.
 // cmd/pseudonymizer configures it; tests run it over bufconn or TCP.
+//
+// Before any interceptor, in the transport (see guard.go): authentication
+// from the call's headers (grpc.InTapHandle), so that an unauthenticated
+// call is refused before its body is read; every service but
+// grpc.health.v1.Health requires it.
 //
 // Interceptor chain, outermost first (unary and stream alike):
 //
@@ -12,13 +17,25 @@
 //  3. Recovery: a panic becomes INTERNAL "internal error"; it is logged
 //     with its type and stack frames only, never its value (which could
 //     hold request data).
-//  4. Authentication (internal/auth through go-grpc-middleware auth), for
-//     every service but grpc.health.v1.Health, so that probes need no
-//     credentials beyond the TLS handshake.
-//  5. Rate limiting per principal and per item (internal/ratelimit).
+//  4. Principal: the one the tap authenticated goes into the audit record.
+//  5. Decoding within limits: items counted on the wire against the
+//     maximum batch size (BATCH_TOO_LARGE), then the request decoded
+//     (MALFORMED_REQUEST); for streams, each message, with an idle timeout.
+//  6. Rate limiting per principal and per item (internal/ratelimit), whose
+//     refusals carry a google.rpc.RetryInfo.
 //
 // Authorization is the handler's (pseudonymizer.Server), since it depends
 // on each domain's policy.
+//
+// Transport limits (Config): the maximum request size follows from the
+// maximum batch size (MaxRecvMsgSizeFor); at most MaxConcurrentStreams
+// streams per connection (further ones are refused by HTTP/2); headers of
+// at most MaxHeaderListSize bytes; a TLS handshake must finish within
+// ConnectionTimeout; a stream on which the caller sends nothing for
+// StreamIdleTimeout ends with DEADLINE_EXCEEDED; keepalive pings find dead
+// peers, connections idle for 15 minutes are closed, and clients pinging
+// more often than every 20 s are disconnected. The number of connections is
+// bounded by the listener (cmd/pseudonymizer -max-connections).
 package grpcserver
 
 import (
@@ -29,7 +46,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +68,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/ratelimit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -60,11 +77,17 @@ import (
 
 // Defaults of Config fields left zero.
 const (
-	// DefaultMaxRecvMsgSize bounds a request message: 1000 identify items
-	// with transitInfos of usual size fit comfortably.
-	DefaultMaxRecvMsgSize = 4 << 20
 	// DefaultHealthInterval is how often the key store's health is checked.
 	DefaultHealthInterval = 5 * time.Second
+	// DefaultMaxConcurrentStreams bounds the streams of one connection.
+	DefaultMaxConcurrentStreams = 128
+	// DefaultStreamIdleTimeout ends a stream that sent nothing for that
+	// long.
+	DefaultStreamIdleTimeout = time.Minute
+	// MaxHeaderListSize bounds a call's headers (a bearer token included).
+	MaxHeaderListSize = 64 << 10
+	// ConnectionTimeout bounds the TLS handshake of a new connection.
+	ConnectionTimeout = 10 * time.Second
 )
 
 // Config configures a [Server].
@@ -75,15 +98,24 @@ type Config struct {
 	Auth *auth.Authenticator
 	// TLS is the transport security; nil means plaintext, which New only
 	// accepts for a development-mode Auth (and cmd/pseudonymizer only on a
-	// loopback address, see CheckPlaintextAddr).
+	// loopback address, see CheckLoopbackAddr).
 	TLS *tls.Config
 	// MaxBatch is the maximum number of items of a call or stream chunk;
 	// pseudonymizer.DefaultMaxBatch when zero.
 	MaxBatch int
 	// MaxRecvMsgSize bounds the size of a request message in bytes;
-	// DefaultMaxRecvMsgSize when zero. Larger messages fail with
+	// MaxRecvMsgSizeFor(MaxBatch) when zero. Larger messages fail with
 	// RESOURCE_EXHAUSTED before the handler sees them.
 	MaxRecvMsgSize int
+	// MaxConcurrentStreams bounds the concurrent calls of one connection;
+	// DefaultMaxConcurrentStreams when zero.
+	MaxConcurrentStreams uint32
+	// StreamIdleTimeout ends a stream whose caller sent no message for that
+	// long; DefaultStreamIdleTimeout when zero.
+	StreamIdleTimeout time.Duration
+	// MaxSealsPerKey bounds the transitInfo values this process seals under
+	// one transit key; pseudonymizer.DefaultMaxSealsPerKey when zero.
+	MaxSealsPerKey uint64
 	// Rate is the number of items per second each principal may submit,
 	// with bursts of Burst items; zero or negative disables rate limiting.
 	Rate  float64
@@ -128,8 +160,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS == nil && !cfg.Auth.Dev() {
 		return nil, errors.New("grpcserver: plaintext is only allowed in development mode: configure TLS")
 	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = pseudonymizer.DefaultMaxBatch
+	}
 	if cfg.MaxRecvMsgSize <= 0 {
-		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+		cfg.MaxRecvMsgSize = MaxRecvMsgSizeFor(cfg.MaxBatch)
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = DefaultStreamIdleTimeout
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = DefaultHealthInterval
@@ -154,33 +195,36 @@ func New(cfg Config) (*Server, error) {
 	}
 	auditor := audit.NewLogger(log, items.observe)
 
-	authFn := func(ctx context.Context) (context.Context, error) {
-		ctx, err := cfg.Auth.Authenticate(ctx)
-		if err == nil {
-			p, _ := auth.Principal(ctx)
-			audit.FromContext(ctx).SetPrincipal(p)
-		}
-		return ctx, err
-	}
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
+	ours := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service == pb.Pseudonymizer_ServiceDesc.ServiceName
+	})
+	logPanic := func(ctx context.Context, rp *recovered.Panic) {
+		log.ErrorContext(ctx, "grpcserver: panic in a call handler", "panic_type", rp.Type, "stack", rp.Frames)
+	}
 	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "grpcserver: panic in a call handler", "panic_type", fmt.Sprintf("%T", p), "stack", frames())
+		logPanic(ctx, recovered.Describe(p))
 		return rpcstatus.Internal().Err()
 	})
+	dec := &decoder{maxBatch: cfg.MaxBatch}
 
 	unary := []grpc.UnaryServerInterceptor{
 		srvMetrics.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
 		recovery.UnaryServerInterceptor(onPanic),
-		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authFn), notHealth),
+		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(requirePrincipal), notHealth),
+		selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		srvMetrics.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
 		recovery.StreamServerInterceptor(onPanic),
-		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authFn), notHealth),
+		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(requirePrincipal), notHealth),
+		selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
+			logPanic(context.Background(), rp)
+		}), ours),
 	}
 	if cfg.Rate > 0 {
 		lim := ratelimit.New(ratelimit.Config{
@@ -196,11 +240,15 @@ func New(cfg Config) (*Server, error) {
 		unary = append(unary, lim.UnaryServerInterceptor())
 		stream = append(stream, lim.StreamServerInterceptor())
 	}
-
 	opts := []grpc.ServerOption{
+		grpc.InTapHandle(tapAuthenticate(cfg.Auth, auditor)),
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		grpc.ConnectionTimeout(ConnectionTimeout),
 		// Pings find dead peers; idle connections are closed. No
 		// MaxConnectionAge: it would cut long stream jobs.
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -219,13 +267,23 @@ func New(cfg Config) (*Server, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	gs := grpc.NewServer(opts...)
-	pb.RegisterPseudonymizerServer(gs, pseudonymizer.NewServer(cfg.Keys, pseudonymizer.WithMaxBatch(cfg.MaxBatch)))
+	seals := pseudonymizer.NewSealLimiter(cfg.MaxSealsPerKey, func(domain, kid string, limit uint64) {
+		log.Warn("grpcserver: a transit key has sealed half of its limit: rotate it (pseudoctl transit-key rotate)",
+			"domain", domain, "kid", kid, "limit", limit)
+	})
+	handler := pseudonymizer.NewServer(cfg.Keys, pseudonymizer.WithMaxBatch(cfg.MaxBatch),
+		pseudonymizer.WithSealLimiter(seals), pseudonymizer.WithLogger(log))
+	gs.RegisterService(deferDecoding(pb.Pseudonymizer_ServiceDesc), handler)
+	if err := reg.Register(newSealMetrics(seals)); err != nil {
+		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	srvMetrics.InitializeMetrics(gs)
 
-	ho := grpc.NewServer()
+	ho := grpc.NewServer(grpc.MaxConcurrentStreams(16), grpc.MaxHeaderListSize(MaxHeaderListSize),
+		grpc.MaxRecvMsgSize(4<<10), grpc.ConnectionTimeout(ConnectionTimeout))
 	healthpb.RegisterHealthServer(ho, hs)
 
 	s := &Server{
@@ -237,25 +295,11 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// frames returns the function and line of each frame of the panicking
-// goroutine, without argument values.
-func frames() []string {
-	pcs := make([]uintptr, 32)
-	n := runtime.Callers(3, pcs)
-	fs := runtime.CallersFrames(pcs[:n])
-	var out []string
-	for {
-		f, more := fs.Next()
-		out = append(out, fmt.Sprintf("%s:%d", f.Function, f.Line))
-		if !more {
-			break
-		}
-	}
-	return out
-}
-
-// servingStatus is SERVING unless the key store cannot be read (a domain
-// that fails validation only degrades the service: the others are served).
+// servingStatus is SERVING unless the key store cannot be trusted: it
+// cannot be read, refuses access, answers with a listing that does not
+// parse, or suddenly lists nothing (keys.ErrUnavailable, keys.ErrDenied).
+// A domain that fails validation only degrades the service: the others are
+// served.
 func servingStatus(err error) healthpb.HealthCheckResponse_ServingStatus {
 	if errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrDenied) {
 		return healthpb.HealthCheckResponse_NOT_SERVING
@@ -265,15 +309,22 @@ func servingStatus(err error) healthpb.HealthCheckResponse_ServingStatus {
 
 // updateHealth publishes two health statuses:
 //
-//   - "" (the server as a whole) is NOT_SERVING while the key store cannot
-//     be read: the degraded state that monitoring alerts on;
-//   - "pseudonymizer.v1.Pseudonymizer" stays SERVING as long as the server
-//     runs, since it keeps serving from the keys it has cached (it cannot
-//     start without them). Readiness probes and load balancers check this
+//   - "" (the server as a whole) is NOT_SERVING while the key store is at
+//     fault (servingStatus): the degraded state that monitoring alerts on.
+//     The service keeps serving from the last good keys meanwhile: faults
+//     degrade, they never wipe.
+//   - "pseudonymizer.v1.Pseudonymizer" is SERVING as long as the server
+//     holds the keys of at least one domain, since it serves from them
+//     whatever the store does; NOT_SERVING when it holds none (nothing
+//     could be served). Readiness probes and load balancers check this
 //     name, so that a Vault outage does not drain every replica at once.
 func (s *Server) updateHealth() {
 	s.health.SetServingStatus("", servingStatus(s.keys.Health()))
-	s.health.SetServingStatus(pb.Pseudonymizer_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	svc := healthpb.HealthCheckResponse_SERVING
+	if l, ok := s.keys.(interface{ Domains() []string }); ok && len(l.Domains()) == 0 {
+		svc = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus(pb.Pseudonymizer_ServiceDesc.ServiceName, svc)
 }
 
 func (s *Server) watchHealth(every time.Duration) {
@@ -352,10 +403,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// CheckPlaintextAddr accepts a listen address for plaintext (development)
-// only when its host is a loopback address or "localhost": plaintext must
-// never be reachable from another machine.
-func CheckPlaintextAddr(addr string) error {
+// CheckLoopbackAddr accepts a listen address only when its host is a
+// loopback address or "localhost": development mode (plaintext, or the dev
+// principal header) must never be reachable from another machine. An empty
+// host ("":port, all interfaces) is refused.
+func CheckLoopbackAddr(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("grpcserver: listen address %q: %v", addr, err)
@@ -366,5 +418,5 @@ func CheckPlaintextAddr(addr string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("grpcserver: refusing plaintext on %q: without TLS, listen on a loopback address (127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
+	return fmt.Errorf("grpcserver: refusing %q: development mode listens on a loopback address only (127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
 }

@@ -553,7 +553,7 @@ func TestNewRefusesPlaintextOutsideDevMode(t *testing.T) {
 	}
 }
 
-func TestCheckPlaintextAddr(t *testing.T) {
+func TestCheckLoopbackAddr(t *testing.T) {
 	for addr, ok := range map[string]bool{
 		"127.0.0.1:50051": true,
 		"127.0.0.2:1":     true,
@@ -566,8 +566,8 @@ func TestCheckPlaintextAddr(t *testing.T) {
 		"example.com:1":   false,
 		"no-port":         false,
 	} {
-		if err := grpcserver.CheckPlaintextAddr(addr); (err == nil) != ok {
-			t.Errorf("CheckPlaintextAddr(%q) = %v", addr, err)
+		if err := grpcserver.CheckLoopbackAddr(addr); (err == nil) != ok {
+			t.Errorf("CheckLoopbackAddr(%q) = %v", addr, err)
 		}
 	}
 }

@@ -2,7 +2,8 @@
 // token bucket (golang.org/x/time/rate) per principal, where each item of a
 // batch costs one token (a call without items costs one). A call or stream
 // message over quota fails with RESOURCE_EXHAUSTED and the ErrorInfo reason
-// ERROR_REASON_RATE_LIMITED; nothing is evaluated.
+// ERROR_REASON_RATE_LIMITED and a google.rpc.RetryInfo whose retry_delay is
+// when the same request would pass; nothing is evaluated.
 //
 // Rate limits bound the number of evaluations per key, which is what limits
 // the static Diffie-Hellman oracle (PROTOCOL.md, "Security notes").
@@ -18,8 +19,10 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -84,6 +87,14 @@ func New(cfg Config) *Limiter {
 
 // Allow reports whether key may use n items now, and takes them if so.
 func (l *Limiter) Allow(key string, n int) bool {
+	ok, _ := l.Take(key, n)
+	return ok
+}
+
+// Take is Allow that also says, when it refuses, how long until the same
+// request would pass (the time the bucket needs to hold n tokens; for n
+// over the burst, the time to refill the whole bucket).
+func (l *Limiter) Take(key string, n int) (bool, time.Duration) {
 	n = max(n, 1)
 	now := l.now()
 	l.mu.Lock()
@@ -99,7 +110,15 @@ func (l *Limiter) Allow(key string, n int) bool {
 		l.buckets[key] = b
 	}
 	b.used = now
-	return b.lim.AllowN(now, n)
+	if b.lim.AllowN(now, n) {
+		return true, 0
+	}
+	if l.cfg.Rate <= 0 {
+		return false, 0
+	}
+	need := float64(min(n, l.cfg.Burst)) - b.lim.TokensAt(now)
+	wait := time.Duration(need / l.cfg.Rate * float64(time.Second))
+	return false, max(wait, time.Millisecond)
 }
 
 // Len returns the number of principals tracked.
@@ -134,9 +153,15 @@ func (l *Limiter) makeRoom(now time.Time) {
 	delete(l.buckets, oldest)
 }
 
-func limited() error {
-	return rpcstatus.Error(codes.ResourceExhausted, pb.ErrorReason_ERROR_REASON_RATE_LIMITED,
-		"rate limit reached, retry later")
+// limited is the refusal: RESOURCE_EXHAUSTED with its ErrorInfo and a
+// google.rpc.RetryInfo that says when to retry.
+func limited(wait time.Duration) error {
+	st := rpcstatus.New(codes.ResourceExhausted, pb.ErrorReason_ERROR_REASON_RATE_LIMITED,
+		"rate limit reached, retry later", nil)
+	if withRetry, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
+		st = withRetry
+	}
+	return st.Err()
 }
 
 func (l *Limiter) check(ctx context.Context, msg any) error {
@@ -148,8 +173,8 @@ func (l *Limiter) check(ctx context.Context, msg any) error {
 	if l.cfg.Cost != nil {
 		n = l.cfg.Cost(msg)
 	}
-	if !l.Allow(key, n) {
-		return limited()
+	if ok, wait := l.Take(key, n); !ok {
+		return limited(wait)
 	}
 	return nil
 }

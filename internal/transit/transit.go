@@ -47,6 +47,7 @@ var (
 	ErrExpired         = errors.New("transitInfo has expired")
 	ErrNotYetValid     = errors.New("transitInfo is not yet valid")
 	ErrSubjectMismatch = errors.New("transitInfo is bound to another subject")
+	ErrLifetimeTooLong = errors.New("transitInfo lifetime exceeds the maximum")
 	ErrNoActiveKey     = errors.New("no active transit key")
 	ErrInvalidKey      = errors.New("invalid transit key")
 	ErrInvalidClaims   = errors.New("invalid transitInfo claims")
@@ -218,6 +219,10 @@ type Check struct {
 	AnySub bool
 	// SkipExpiry skips the exp check (recovery of stored transit forms).
 	SkipExpiry bool
+	// MaxLifetime, when positive, refuses a transitInfo whose exp is more
+	// than MaxLifetime after its iat (ErrLifetimeTooLong): whoever holds a
+	// transit key cannot make a transit pseudonym valid for years.
+	MaxLifetime time.Duration
 }
 
 // Opened is the content of a transitInfo.
@@ -426,7 +431,7 @@ const (
 )
 
 // Open authenticates and decrypts a transitInfo with the key its kid names,
-// then checks aud, iat, exp and sub (in that order), each failure being a
+// then checks aud, iat, exp, the lifetime and sub (in that order), each failure being a
 // distinct error. Parsing is strict (see ParseHeader); a fuzz test checks
 // that go-jose accepts all that Open accepts, with the same plaintext.
 func (ks *KeySet) Open(ti string, c *Check) (*Opened, error) {
@@ -520,6 +525,10 @@ func (c *Check) verify(h *Header) error {
 	}
 	if !c.SkipExpiry && h.Exp < now-skew {
 		return ErrExpired
+	}
+	// exp > iat first, so that the difference cannot overflow.
+	if c.MaxLifetime > 0 && h.Exp > h.Iat && uint64(h.Exp)-uint64(h.Iat) > uint64(c.MaxLifetime/time.Second) {
+		return ErrLifetimeTooLong
 	}
 	if !c.AnySub && (h.Sub != "" || c.RequireSub) { // not secret: plain compare
 		if h.Sub != c.Sub {

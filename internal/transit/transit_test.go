@@ -434,3 +434,32 @@ func BenchmarkGoJoseOpen(b *testing.B) {
 		}
 	}
 }
+
+// TestMaxLifetime: a transitInfo whose exp − iat exceeds Check.MaxLifetime
+// is refused, at the limit it is accepted, and extreme iat/exp values do
+// not overflow the check.
+func TestMaxLifetime(t *testing.T) {
+	ks := keySet(t)
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want error
+	}{
+		{time.Hour, nil},
+		{24 * time.Hour, nil},
+		{24*time.Hour + time.Second, ErrLifetimeTooLong},
+		{100 * 365 * 24 * time.Hour, ErrLifetimeTooLong},
+	} {
+		ti := seal(t, ks, scalar(t), Claims{Aud: aud, Iat: t0, TTL: tc.ttl})
+		_, err := ks.Open(ti, &Check{Aud: aud, Now: t0, MaxLifetime: 24 * time.Hour})
+		if !errors.Is(err, tc.want) {
+			t.Errorf("ttl %v: %v, want %v", tc.ttl, err, tc.want)
+		}
+	}
+	// iat far in the past, exp at the end of int64: refused, no overflow.
+	hdr := []byte(`{"alg":"dir","enc":"A256GCM","kid":"k1","aud":"` + aud + `","iat":-9223372036854775808,"exp":9223372036854775807}`)
+	sc := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	ti := sealRaw(hdr, []byte(`{"scalar":"`+sc+`"}`), key1, make([]byte, 12))
+	if _, err := ks.Open(ti, &Check{Aud: aud, Now: t0, MaxLifetime: time.Hour}); !errors.Is(err, ErrLifetimeTooLong) {
+		t.Fatalf("extreme iat/exp: %v, want ErrLifetimeTooLong", err)
+	}
+}
