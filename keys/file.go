@@ -49,8 +49,9 @@ type FileStore struct {
 }
 
 var (
-	_ Source = (*FileStore)(nil)
-	_ Admin  = (*FileStore)(nil)
+	_ Source  = (*FileStore)(nil)
+	_ Admin   = (*FileStore)(nil)
+	_ Creator = (*FileStore)(nil)
 )
 
 // OpenFileStore opens the file store at path. When the file does not exist
@@ -143,13 +144,18 @@ func (s *FileStore) Version(ctx context.Context, name string) (uint64, error) {
 
 // CreateDomain implements [Admin].
 func (s *FileStore) CreateDomain(ctx context.Context, spec DomainSpec) (*Domain, error) {
+	return s.CreateDomainWith(ctx, spec, DomainOptions{})
+}
+
+// CreateDomainWith implements [Creator].
+func (s *FileStore) CreateDomainWith(ctx context.Context, spec DomainSpec, opts DomainOptions) (*Domain, error) {
 	var d *Domain
 	err := s.update(func(st *fileState) error {
 		if _, ok := st.domains[spec.Name]; ok {
 			return fmt.Errorf("%w: domain %q", ErrExists, spec.Name)
 		}
 		var err error
-		d, err = GenerateDomain(spec, s.rnd)
+		d, err = GenerateDomainWith(spec, opts, s.rnd)
 		if err != nil {
 			return err
 		}
@@ -196,8 +202,28 @@ func retire(t *Transit, domain, kid string) error {
 	return nil
 }
 
-// NewVersion implements [Admin].
+// NewVersion implements [Admin]. The new domain has the audience, TTL, max
+// lifetime and policy of old.
 func (s *FileStore) NewVersion(ctx context.Context, old, newName string) (*Domain, error) {
+	return s.newVersion(ctx, old, newName, func(od *Domain) (DomainSpec, DomainOptions, error) {
+		spec, err := NextVersionSpec(od, newName)
+		return spec, DomainOptions{MaxLifetime: od.MaxLifetime}, err
+	})
+}
+
+// NewVersionWith implements [Creator].
+func (s *FileStore) NewVersionWith(ctx context.Context, old string, spec DomainSpec, opts DomainOptions) (*Domain, error) {
+	if spec.Name == old {
+		return nil, fmt.Errorf("%w: new version of %q must have another name", ErrInvalid, old)
+	}
+	return s.newVersion(ctx, old, spec.Name, func(*Domain) (DomainSpec, DomainOptions, error) {
+		return spec, opts, nil
+	})
+}
+
+// newVersion creates domain newName from what f returns for domain old, and
+// lets the owners of old convert into it, in one update of the file.
+func (s *FileStore) newVersion(ctx context.Context, old, newName string, f func(od *Domain) (DomainSpec, DomainOptions, error)) (*Domain, error) {
 	err := s.update(func(st *fileState) error {
 		od, ok := st.domains[old]
 		if !ok {
@@ -206,11 +232,11 @@ func (s *FileStore) NewVersion(ctx context.Context, old, newName string) (*Domai
 		if _, ok := st.domains[newName]; ok {
 			return fmt.Errorf("%w: domain %q", ErrExists, newName)
 		}
-		spec, err := NextVersionSpec(od, newName)
+		spec, opts, err := f(od)
 		if err != nil {
 			return err
 		}
-		nd, err := GenerateDomain(spec, s.rnd)
+		nd, err := GenerateDomainWith(spec, opts, s.rnd)
 		if err != nil {
 			return err
 		}
@@ -371,13 +397,17 @@ func writeFileAtomic(path string, b []byte) (err error) {
 //	  "version": 1,
 //	  "domains": {
 //	    "<name>": {
-//	      "audience": "urn:…", "ttl": "5m0s", "scalar": "<base64>",
+//	      "audience": "urn:…", "ttl": "5m0s", "max_lifetime": "24h0m0s", "scalar": "<base64>",
 //	      "transit": {"active": "t2", "keys": {"t1": "<base64>", "t2": "<base64>"}},
 //	      "policy": {"pseudonymize": […], "identify": […], "convert": {…}, "owners": […]}
 //	    }
 //	  },
 //	  "owner_keys": {"<owner>": {"<domain>": "<base64 k2>"}}
 //	}
+//
+// "ttl" and "max_lifetime" are Go duration strings; a missing "ttl" means
+// DefaultTTL, a missing "max_lifetime" an unset Domain.MaxLifetime (the
+// default).
 const fileFormatVersion = 1
 
 type fileJSON struct {
@@ -387,11 +417,12 @@ type fileJSON struct {
 }
 
 type fileDomain struct {
-	Audience string      `json:"audience"`
-	TTL      string      `json:"ttl,omitempty"`
-	Scalar   []byte      `json:"scalar"`
-	Transit  fileTransit `json:"transit"`
-	Policy   Policy      `json:"policy"`
+	Audience    string      `json:"audience"`
+	TTL         string      `json:"ttl,omitempty"`
+	MaxLifetime string      `json:"max_lifetime,omitempty"`
+	Scalar      []byte      `json:"scalar"`
+	Transit     fileTransit `json:"transit"`
+	Policy      Policy      `json:"policy"`
 }
 
 type fileTransit struct {
@@ -462,16 +493,21 @@ func (fd *fileDomain) domain(name string) (*Domain, error) {
 			return nil, fmt.Errorf("%w: domain %q: ttl %q is not a duration", ErrInvalid, name, fd.TTL)
 		}
 	}
+	maxLifetime, err := ParseMaxLifetime(fd.MaxLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("domain %q: %w", name, err)
+	}
 	if len(fd.Scalar) == 0 {
 		return nil, fmt.Errorf("%w: domain %q has no scalar", ErrInvalid, name)
 	}
 	d := &Domain{
-		Name:     name,
-		Audience: fd.Audience,
-		TTL:      ttl,
-		Scalar:   Secret(fd.Scalar),
-		Transit:  Transit{Active: fd.Transit.Active, Keys: make(map[string]Secret, len(fd.Transit.Keys))},
-		Policy:   fd.Policy,
+		Name:        name,
+		Audience:    fd.Audience,
+		TTL:         ttl,
+		MaxLifetime: maxLifetime,
+		Scalar:      Secret(fd.Scalar),
+		Transit:     Transit{Active: fd.Transit.Active, Keys: make(map[string]Secret, len(fd.Transit.Keys))},
+		Policy:      fd.Policy,
 	}
 	for kid, k := range fd.Transit.Keys {
 		d.Transit.Keys[kid] = Secret(k)
@@ -485,11 +521,12 @@ func (fd *fileDomain) domain(name string) (*Domain, error) {
 
 func toFileDomain(d *Domain) *fileDomain {
 	fd := &fileDomain{
-		Audience: d.Audience,
-		TTL:      d.TTL.String(),
-		Scalar:   []byte(d.Scalar),
-		Transit:  fileTransit{Active: d.Transit.Active, Keys: make(map[string][]byte, len(d.Transit.Keys))},
-		Policy:   d.Policy,
+		Audience:    d.Audience,
+		TTL:         d.TTL.String(),
+		MaxLifetime: FormatMaxLifetime(d.MaxLifetime),
+		Scalar:      []byte(d.Scalar),
+		Transit:     fileTransit{Active: d.Transit.Active, Keys: make(map[string][]byte, len(d.Transit.Keys))},
+		Policy:      d.Policy,
 	}
 	for kid, k := range d.Transit.Keys {
 		fd.Transit.Keys[kid] = []byte(k)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newFileStore(t *testing.T) *FileStore {
@@ -164,5 +165,94 @@ func TestFileStoreConcurrentWriters(t *testing.T) {
 	}
 	if want := fmt.Sprintf("t%d", 4*n+1); d.Transit.Active != want || len(d.Transit.Keys) != 4*n+1 {
 		t.Fatalf("after %d rotations: active %s, %d keys", 4*n, d.Transit.Active, len(d.Transit.Keys))
+	}
+}
+
+// TestFileStoreMaxLifetime stores the max lifetime, keeps it across
+// changes and new versions, and refuses bad values in the file.
+func TestFileStoreMaxLifetime(t *testing.T) {
+	ctx := context.Background()
+	s := newFileStore(t)
+	d, err := s.CreateDomainWith(ctx, spec, DomainOptions{MaxLifetime: 36 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MaxLifetime != 36*time.Hour {
+		t.Fatalf("CreateDomainWith: max lifetime %v", d.MaxLifetime)
+	}
+	b, err := os.ReadFile(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"max_lifetime": "36h0m0s"`) {
+		t.Fatalf("no max_lifetime in the file:\n%s", b)
+	}
+	if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Domain(ctx, spec.Name); err != nil || d.MaxLifetime != 36*time.Hour {
+		t.Fatalf("after rotation: %v, %v", d, err)
+	}
+
+	// NewVersion copies everything, audience included.
+	v2, err := s.NewVersion(ctx, spec.Name, "prescriptions_v2")
+	if err != nil || v2.MaxLifetime != 36*time.Hour || v2.Audience != spec.Audience {
+		t.Fatalf("NewVersion = %v (max lifetime %v), %v", v2, v2.MaxLifetime, err)
+	}
+	// NewVersionWith takes the new domain's settings.
+	next := spec
+	next.Name, next.Audience = "prescriptions_v3", NextAudience(spec.Audience, "prescriptions_v3")
+	v3, err := s.NewVersionWith(ctx, "prescriptions_v2", next, DomainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3.Audience != "urn:ehealth:pseudo:prescriptions:v3" || v3.MaxLifetime != 0 || v3.EffectiveMaxLifetime() != DefaultMaxLifetime {
+		t.Fatalf("NewVersionWith = %v, audience %s, max lifetime %v", v3, v3.Audience, v3.MaxLifetime)
+	}
+	if od, err := s.Domain(ctx, "prescriptions_v2"); err != nil || fmt.Sprint(od.Policy.Convert["prescriptions_v3"]) != "[recip-e]" {
+		t.Fatalf("old domain after NewVersionWith: %+v, %v", od.Policy, err)
+	}
+	if _, err := s.NewVersionWith(ctx, "prescriptions_v2", next, DomainOptions{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("NewVersionWith to an existing domain = %v", err)
+	}
+	next.Name = "nope_v2"
+	if _, err := s.NewVersionWith(ctx, "nope_v1", next, DomainOptions{}); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("NewVersionWith from an unknown domain = %v", err)
+	}
+	next.Name = "prescriptions_v2"
+	if _, err := s.NewVersionWith(ctx, "prescriptions_v2", next, DomainOptions{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("NewVersionWith to itself = %v", err)
+	}
+	next.Name = "prescriptions_v4"
+	if _, err := s.NewVersionWith(ctx, "prescriptions_v3", next, DomainOptions{MaxLifetime: time.Second}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("NewVersionWith(max lifetime < ttl) = %v", err)
+	}
+
+	// In the file: absent is unset; present must be a positive duration of
+	// at least the ttl.
+	b, err = os.ReadFile(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `"max_lifetime"`); n != 2 {
+		t.Fatalf("%d max_lifetime in the file, want 2 (unset in prescriptions_v3)", n)
+	}
+	for _, bad := range []string{"0s", "-1h", "soon", "1m"} {
+		nb := strings.Replace(string(b), `"max_lifetime": "36h0m0s"`, fmt.Sprintf(`"max_lifetime": %q`, bad), 1)
+		if _, err := decodeFile([]byte(nb)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("max_lifetime %q: decodeFile = %v, want ErrInvalid", bad, err)
+		}
+	}
+	g1, err := s.Version(ctx, spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := strings.Replace(string(b), `"max_lifetime": "36h0m0s"`, `"max_lifetime": "37h"`, 1)
+	if err := os.WriteFile(s.Path(), []byte(nb), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err = s.Domain(ctx, spec.Name)
+	if err != nil || d.MaxLifetime != 37*time.Hour || d.Generation == g1 {
+		t.Fatalf("after editing the file: %v, %v (generation %d, was %d)", d, err, d.Generation, g1)
 	}
 }

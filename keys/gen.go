@@ -94,6 +94,11 @@ func sortKids(kids []string) {
 // transit key, FirstKid, both read from rnd (crypto/rand when nil). The
 // result is validated.
 func GenerateDomain(spec DomainSpec, rnd io.Reader) (*Domain, error) {
+	return GenerateDomainWith(spec, DomainOptions{}, rnd)
+}
+
+// GenerateDomainWith is [GenerateDomain] with opts.
+func GenerateDomainWith(spec DomainSpec, opts DomainOptions, rnd io.Reader) (*Domain, error) {
 	k, err := NewScalar(rnd)
 	if err != nil {
 		return nil, err
@@ -107,12 +112,13 @@ func GenerateDomain(spec DomainSpec, rnd io.Reader) (*Domain, error) {
 		ttl = DefaultTTL
 	}
 	d := &Domain{
-		Name:     spec.Name,
-		Audience: spec.Audience,
-		TTL:      ttl,
-		Scalar:   k,
-		Transit:  Transit{Active: FirstKid, Keys: map[string]Secret{FirstKid: tk}},
-		Policy:   spec.Policy.Clone(),
+		Name:        spec.Name,
+		Audience:    spec.Audience,
+		TTL:         ttl,
+		Scalar:      k,
+		Transit:     Transit{Active: FirstKid, Keys: map[string]Secret{FirstKid: tk}},
+		Policy:      spec.Policy.Clone(),
+		MaxLifetime: opts.MaxLifetime,
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -121,7 +127,10 @@ func GenerateDomain(spec DomainSpec, rnd io.Reader) (*Domain, error) {
 }
 
 // NextVersionSpec returns the spec of the domain that replaces old under the
-// name newName: same audience, TTL and policy. See [Admin].NewVersion.
+// name newName: same audience, TTL and policy. See [Admin].NewVersion. A new
+// version should have its own audience (audiences are unique, see
+// [ValidateSet]): set one, for example [NextAudience], and create it with
+// [Creator].NewVersionWith.
 func NextVersionSpec(old *Domain, newName string) (DomainSpec, error) {
 	if old.Name == newName {
 		return DomainSpec{}, fmt.Errorf("%w: new version of %q must have another name", ErrInvalid, old.Name)
@@ -184,4 +193,42 @@ func (d *Domain) clone() *Domain {
 	c.Transit = d.Transit.clone()
 	c.Policy = d.Policy.Clone()
 	return &c
+}
+
+// NextAudience returns the audience proposed for newName, a new version of a
+// domain whose audience is aud:
+//
+//   - when aud ends with a version "v<digits>" that follows one of ':' '/'
+//     '.' '_' '-', and newName ends with a version the same way, the version
+//     of aud is replaced by that of newName:
+//     "urn:ehealth:pseudo:prescriptions:v1" for prescriptions_v2 gives
+//     "urn:ehealth:pseudo:prescriptions:v2";
+//   - otherwise ":" and newName are appended: "urn:be:ehealth:prescriptions"
+//     for prescriptions_v2 gives
+//     "urn:be:ehealth:prescriptions:prescriptions_v2".
+//
+// The result may still be unusable (longer than [ValidAudience] allows, or
+// the audience of another domain): callers check.
+func NextAudience(aud, newName string) string {
+	if prefix, _, ok := cutVersion(aud); ok {
+		if _, v, ok := cutVersion(newName); ok {
+			return prefix + v
+		}
+	}
+	return aud + ":" + newName
+}
+
+// cutVersion splits s before a trailing "v<digits>" that follows one of
+// ':' '/' '.' '_' '-'.
+func cutVersion(s string) (prefix, version string, ok bool) {
+	i := strings.LastIndexByte(s, 'v')
+	if i < 1 || i == len(s)-1 || !strings.ContainsRune(":/._-", rune(s[i-1])) {
+		return "", "", false
+	}
+	for _, c := range []byte(s[i+1:]) {
+		if c < '0' || c > '9' {
+			return "", "", false
+		}
+	}
+	return s[:i], s[i:], true
 }

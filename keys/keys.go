@@ -23,6 +23,7 @@
 package keys
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -105,8 +106,10 @@ type Domain struct {
 	Audience string
 	TTL      time.Duration
 	// MaxLifetime is the longest lifetime (exp − iat) of a transitInfo the
-	// service accepts for identify and convert; DefaultMaxLifetime when zero.
-	// It is at least TTL.
+	// service accepts for identify and convert. When set it is at least
+	// TTL; zero means DefaultMaxLifetime, or TTL if that is longer (see
+	// [Domain.EffectiveMaxLifetime]). Stores keep it as "max_lifetime", a
+	// Go duration string, absent when zero.
 	MaxLifetime time.Duration
 	// Scalar is k, the 32-byte canonical encoding of a non-zero ristretto255
 	// scalar. Owners never get it: it is empty in what an owner reads.
@@ -116,4 +119,68 @@ type Domain struct {
 	// Generation changes whenever any of the above changes, so that
 	// consumers can cache what they derive from a snapshot.
 	Generation uint64
+}
+
+// EffectiveMaxLifetime returns d.MaxLifetime, or when it is zero the longer
+// of DefaultMaxLifetime and the TTL (DefaultTTL when zero).
+func (d *Domain) EffectiveMaxLifetime() time.Duration {
+	if d.MaxLifetime > 0 {
+		return d.MaxLifetime
+	}
+	ttl := d.TTL
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	return max(DefaultMaxLifetime, ttl)
+}
+
+// DomainOptions are the settings of a new domain that [DomainSpec] does not
+// hold.
+type DomainOptions struct {
+	// MaxLifetime is the domain's [Domain].MaxLifetime; zero leaves it
+	// unset (the default).
+	MaxLifetime time.Duration
+}
+
+// Creator is implemented, next to [Admin], by the stores ([FileStore] and
+// keys/vault.Store): it creates domains and new domain versions with every
+// setting chosen by the administrator. cmd/pseudoctl uses it.
+//
+// Neither method checks the invariants that span domains (unique audiences,
+// owners that may identify): see [ValidateSet], which cmd/pseudoctl runs
+// before it calls them.
+type Creator interface {
+	// CreateDomainWith is [Admin].CreateDomain with opts.
+	CreateDomainWith(ctx context.Context, spec DomainSpec, opts DomainOptions) (*Domain, error)
+	// NewVersionWith is [Admin].NewVersion, except that the new domain,
+	// spec.Name, is made from spec and opts (audience, TTL, max lifetime,
+	// policy) instead of copying domain old: a new version needs its own
+	// audience (see [NextVersionSpec] and [NextAudience]). The owners of
+	// old may then convert from old to spec.Name. It fails with
+	// ErrUnknownDomain when old does not exist, and ErrExists when
+	// spec.Name does.
+	NewVersionWith(ctx context.Context, old string, spec DomainSpec, opts DomainOptions) (*Domain, error)
+}
+
+// FormatMaxLifetime is how stores keep [Domain].MaxLifetime: a Go duration
+// string ("24h0m0s"), empty when unset (zero).
+func FormatMaxLifetime(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// ParseMaxLifetime decodes what [FormatMaxLifetime] encodes: empty is unset
+// (zero), anything else must be a positive Go duration. The error wraps
+// [ErrInvalid].
+func ParseMaxLifetime(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: max lifetime %q is not a positive duration", ErrInvalid, s)
+	}
+	return d, nil
 }

@@ -81,10 +81,16 @@ func CheckScalar(b []byte) error {
 }
 
 // Validate checks a domain: its name (see [ValidName]), its audience (see
-// [ValidAudience]), a positive TTL, the scalar when present (see
-// [CheckScalar]; owners read domains without it), the transit keys (the
-// active kid is present, every key is 32 bytes) and the policy's domain
-// names. Errors wrap [ErrInvalid] and never contain key material.
+// [ValidAudience]), a positive TTL, the max lifetime when set (positive, at
+// least the TTL), the scalar when present (see [CheckScalar]; owners read
+// domains without it), the transit keys (the active kid is present, every
+// key is 32 bytes) and the policy: no empty principal, convert targets are
+// domain names, and "*" is not an owner (owners may never identify, so "*"
+// there would be nonsense). Errors wrap [ErrInvalid] and never contain key
+// material.
+//
+// Validate sees one domain only: see [ValidateSet] for the invariants that
+// span domains.
 func (d *Domain) Validate() error {
 	if d == nil {
 		return fmt.Errorf("%w: nil domain", ErrInvalid)
@@ -97,6 +103,12 @@ func (d *Domain) Validate() error {
 	}
 	if d.TTL <= 0 {
 		return fmt.Errorf("%w: domain %q: ttl %v is not positive", ErrInvalid, d.Name, d.TTL)
+	}
+	if d.MaxLifetime < 0 {
+		return fmt.Errorf("%w: domain %q: max lifetime %v is not positive", ErrInvalid, d.Name, d.MaxLifetime)
+	}
+	if d.MaxLifetime > 0 && d.MaxLifetime < d.TTL {
+		return fmt.Errorf("%w: domain %q: max lifetime %v is shorter than the ttl %v", ErrInvalid, d.Name, d.MaxLifetime, d.TTL)
 	}
 	if len(d.Scalar) != 0 {
 		if err := CheckScalar(d.Scalar); err != nil {
@@ -136,6 +148,9 @@ func (p *Policy) validate() error {
 			return fmt.Errorf("%w: empty principal in policy", ErrInvalid)
 		}
 	}
+	if slices.Contains(p.Owners, "*") {
+		return fmt.Errorf("%w: policy: \"*\" cannot be an owner: name each owner (owners may never identify)", ErrInvalid)
+	}
 	for target, l := range p.Convert {
 		if !ValidName(target) {
 			return fmt.Errorf("%w: policy: convert target %q is not a domain name", ErrInvalid, target)
@@ -145,6 +160,121 @@ func (p *Policy) validate() error {
 		}
 	}
 	return nil
+}
+
+// ValidateSet checks the invariants that span the domains of a key store,
+// which [Domain.Validate] cannot see:
+//
+//   - audiences are unique, so that a transit pseudonym made for one domain
+//     never opens in another (compared as strings, exactly);
+//   - owners never identify: a principal listed in the Owners of any domain
+//     may not be named in the Identify list of any domain, its own or
+//     another. "*" in Identify is allowed: the service refuses owners (see
+//     [Owners]) whatever the policy says.
+//
+// It returns nil when the set is consistent, and otherwise an error for each
+// domain involved in a violation, keyed by domain name. Both domains of a
+// violation get one: for a shared audience, each names the other(s); for an
+// owner that may identify, the domain whose Identify names the principal
+// and the domain it owns, each naming the principal and the other domain.
+// Each error wraps [ErrInvalid] and reads "keys: invalid key material:
+// domain "x": " followed by the domain's violations, sorted and separated by
+// "; ". The result depends only on the set of domains, not on their order.
+// Nil entries are skipped; names are expected to be unique, as in a store.
+func ValidateSet(domains []*Domain) map[string]error {
+	ds := slices.DeleteFunc(slices.Clone(domains), func(d *Domain) bool { return d == nil })
+	slices.SortFunc(ds, func(a, b *Domain) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Audience, b.Audience)
+	})
+	problems := map[string][]string{}
+	add := func(domain, format string, a ...any) {
+		problems[domain] = append(problems[domain], fmt.Sprintf(format, a...))
+	}
+
+	byAudience := map[string][]string{} // audience → domain names, sorted
+	for _, d := range ds {
+		byAudience[d.Audience] = append(byAudience[d.Audience], d.Name)
+	}
+	for _, d := range ds {
+		others := slices.DeleteFunc(slices.Clone(byAudience[d.Audience]), func(n string) bool { return n == d.Name })
+		if len(others) > 0 {
+			add(d.Name, "audience %q is also the audience of %s: audiences must be unique", d.Audience, quoteDomains(others))
+		}
+	}
+
+	owned := ownedDomains(ds)
+	for _, d := range ds {
+		identify := slices.Clone(d.Policy.Identify)
+		slices.Sort(identify)
+		for _, p := range slices.Compact(identify) {
+			for _, o := range owned[p] {
+				if o == d.Name {
+					add(d.Name, "%q is both an owner and allowed to identify: owners may never identify", p)
+					continue
+				}
+				add(d.Name, "policy lets %q identify, but %q owns domain %q: owners may never identify", p, p, o)
+				add(o, "owner %q may identify in domain %q: owners may never identify", p, d.Name)
+			}
+		}
+	}
+
+	if len(problems) == 0 {
+		return nil
+	}
+	errs := make(map[string]error, len(problems))
+	for name, msgs := range problems {
+		slices.Sort(msgs)
+		errs[name] = fmt.Errorf("%w: domain %q: %s", ErrInvalid, name, strings.Join(slices.Compact(msgs), "; "))
+	}
+	return errs
+}
+
+// Owners returns the set of principals listed in the Owners of any of the
+// domains (nil entries are skipped). The service refuses identify to each of
+// them in every domain, even where Identify is "*". A "*" is included as
+// listed, although [Domain.Validate] refuses it: a caller that meets it
+// should treat every principal as an owner.
+func Owners(domains []*Domain) map[string]bool {
+	owners := map[string]bool{}
+	for _, d := range domains {
+		if d == nil {
+			continue
+		}
+		for _, o := range d.Policy.Owners {
+			owners[o] = true
+		}
+	}
+	return owners
+}
+
+// ownedDomains maps each owner to the names of the domains it owns, sorted
+// and without repetition; ds is sorted by name.
+func ownedDomains(ds []*Domain) map[string][]string {
+	owned := map[string][]string{}
+	for _, d := range ds {
+		for _, o := range d.Policy.Owners {
+			if l := owned[o]; len(l) == 0 || l[len(l)-1] != d.Name {
+				owned[o] = append(l, d.Name)
+			}
+		}
+	}
+	return owned
+}
+
+// quoteDomains formats domain names for a message: domain "a", or domains
+// "a", "b".
+func quoteDomains(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	if len(q) == 1 {
+		return "domain " + q[0]
+	}
+	return "domains " + strings.Join(q, ", ")
 }
 
 // Kids returns the accepted transit key ids, sorted.

@@ -45,8 +45,9 @@ type Store struct {
 }
 
 var (
-	_ keys.Source = (*Store)(nil)
-	_ keys.Admin  = (*Store)(nil)
+	_ keys.Source  = (*Store)(nil)
+	_ keys.Admin   = (*Store)(nil)
+	_ keys.Creator = (*Store)(nil)
 )
 
 // NewStore returns a store that uses client as it is (its token is neither
@@ -78,11 +79,27 @@ func transitPath(d string) string  { return "domains/" + d + "/transit" }
 func ownerPath(o, d string) string { return "owners/" + o + "/" + d + "/k2" }
 
 type metaJSON struct {
-	Audience string      `json:"audience"`
-	TTL      string      `json:"ttl,omitempty"`
-	Active   string      `json:"active"`
-	Accepted []string    `json:"accepted"`
-	Policy   keys.Policy `json:"policy"`
+	Audience    string      `json:"audience"`
+	TTL         string      `json:"ttl,omitempty"`
+	MaxLifetime string      `json:"max_lifetime,omitempty"` // see keys.FormatMaxLifetime
+	Active      string      `json:"active"`
+	Accepted    []string    `json:"accepted"`
+	Policy      keys.Policy `json:"policy"`
+}
+
+// lifetimes decodes the ttl (keys.DefaultTTL when absent) and the max
+// lifetime (unset when absent) of domain name.
+func (m *metaJSON) lifetimes(name string) (ttl, maxLifetime time.Duration, err error) {
+	ttl = keys.DefaultTTL
+	if m.TTL != "" {
+		if ttl, err = time.ParseDuration(m.TTL); err != nil {
+			return 0, 0, fmt.Errorf("%w: domain %q: ttl %q is not a duration", keys.ErrInvalid, name, m.TTL)
+		}
+	}
+	if maxLifetime, err = keys.ParseMaxLifetime(m.MaxLifetime); err != nil {
+		return 0, 0, fmt.Errorf("domain %q: %w", name, err)
+	}
+	return ttl, maxLifetime, nil
 }
 
 type scalarJSON struct {
@@ -269,14 +286,11 @@ func (s *Store) Domain(ctx context.Context, name string) (*keys.Domain, error) {
 	d := &keys.Domain{
 		Name:     name,
 		Audience: m.Audience,
-		TTL:      keys.DefaultTTL,
 		Transit:  keys.Transit{Active: m.Active, Keys: make(map[string]keys.Secret, len(m.Accepted))},
 		Policy:   m.Policy,
 	}
-	if m.TTL != "" {
-		if d.TTL, err = time.ParseDuration(m.TTL); err != nil {
-			return nil, fmt.Errorf("%w: domain %q: ttl %q is not a duration", keys.ErrInvalid, name, m.TTL)
-		}
+	if d.TTL, d.MaxLifetime, err = m.lifetimes(name); err != nil {
+		return nil, err
 	}
 	// meta is read before transit: a key retired in between is accepted in
 	// meta and gone from transit. It is left out; the active key must be
@@ -365,7 +379,12 @@ func (s *Store) Domains(ctx context.Context) ([]string, error) {
 // CreateDomain implements keys.Admin. It needs create on the scalar path and
 // read on the metadata; it does not read scalars.
 func (s *Store) CreateDomain(ctx context.Context, spec keys.DomainSpec) (*keys.Domain, error) {
-	d, err := keys.GenerateDomain(spec, nil)
+	return s.CreateDomainWith(ctx, spec, keys.DomainOptions{})
+}
+
+// CreateDomainWith implements keys.Creator, like CreateDomain.
+func (s *Store) CreateDomainWith(ctx context.Context, spec keys.DomainSpec, opts keys.DomainOptions) (*keys.Domain, error) {
+	d, err := keys.GenerateDomainWith(spec, opts, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -405,11 +424,12 @@ func (s *Store) CreateDomain(ctx context.Context, spec keys.DomainSpec) (*keys.D
 		return nil, err
 	}
 	m := metaJSON{
-		Audience: d.Audience,
-		TTL:      d.TTL.String(),
-		Active:   d.Transit.Active,
-		Accepted: d.Transit.Kids(),
-		Policy:   d.Policy,
+		Audience:    d.Audience,
+		TTL:         d.TTL.String(),
+		MaxLifetime: keys.FormatMaxLifetime(d.MaxLifetime),
+		Active:      d.Transit.Active,
+		Accepted:    d.Transit.Kids(),
+		Policy:      d.Policy,
 	}
 	if err := s.put(ctx, metaPath(d.Name), m, 0); err != nil {
 		if errors.Is(err, keys.ErrConflict) {
@@ -500,23 +520,35 @@ func (s *Store) RetireTransitKey(ctx context.Context, name, kid string) error {
 	return nil
 }
 
-// NewVersion implements keys.Admin.
+// NewVersion implements keys.Admin. The new domain has the audience, TTL,
+// max lifetime and policy of old.
 func (s *Store) NewVersion(ctx context.Context, old, newName string) (*keys.Domain, error) {
 	m, _, err := s.readMeta(ctx, old)
 	if err != nil {
 		return nil, err
 	}
-	od := &keys.Domain{Name: old, Audience: m.Audience, TTL: keys.DefaultTTL, Policy: m.Policy}
-	if m.TTL != "" {
-		if od.TTL, err = time.ParseDuration(m.TTL); err != nil {
-			return nil, fmt.Errorf("%w: domain %q: ttl %q is not a duration", keys.ErrInvalid, old, m.TTL)
-		}
+	od := &keys.Domain{Name: old, Audience: m.Audience, Policy: m.Policy}
+	if od.TTL, od.MaxLifetime, err = m.lifetimes(old); err != nil {
+		return nil, err
 	}
 	spec, err := keys.NextVersionSpec(od, newName)
 	if err != nil {
 		return nil, err
 	}
-	nd, err := s.CreateDomain(ctx, spec)
+	return s.NewVersionWith(ctx, old, spec, keys.DomainOptions{MaxLifetime: od.MaxLifetime})
+}
+
+// NewVersionWith implements keys.Creator. The new domain is created first,
+// then the convert policy of old is updated (retried on concurrent changes).
+func (s *Store) NewVersionWith(ctx context.Context, old string, spec keys.DomainSpec, opts keys.DomainOptions) (*keys.Domain, error) {
+	newName := spec.Name
+	if newName == old {
+		return nil, fmt.Errorf("%w: new version of %q must have another name", keys.ErrInvalid, old)
+	}
+	if _, _, err := s.readMeta(ctx, old); err != nil {
+		return nil, err
+	}
+	nd, err := s.CreateDomainWith(ctx, spec, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -116,6 +116,82 @@ func TestVault(t *testing.T) {
 		}
 		t.Logf("%d rotations, %d conflicts", ok.Load(), conflicts.Load())
 	})
+
+	t.Run("MaxLifetime", func(t *testing.T) { testMaxLifetime(t, srv) })
+}
+
+// testMaxLifetime checks that the max lifetime is kept in the meta path,
+// through rotations and new versions, and that bad values are refused.
+func testMaxLifetime(t *testing.T, srv *vaulttest.Server) {
+	ctx := context.Background()
+	s := rootStore(t, srv)
+	kv := srv.Client(t).KVv2(mount)
+	spec := keys.DomainSpec{Name: "ml_v1", Audience: "urn:ml:v1", TTL: 10 * time.Minute}
+	d, err := s.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: 36 * time.Hour})
+	if err != nil || d.MaxLifetime != 36*time.Hour {
+		t.Fatalf("CreateDomainWith = %v, %v", d, err)
+	}
+	meta, err := kv.Get(ctx, "domains/ml_v1/meta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Data["max_lifetime"] != "36h0m0s" || meta.Data["ttl"] != "10m0s" {
+		t.Fatalf("meta = %v", meta.Data)
+	}
+	if _, err := s.RotateTransitKey(ctx, "ml_v1"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Domain(ctx, "ml_v1"); err != nil || d.MaxLifetime != 36*time.Hour || d.TTL != 10*time.Minute {
+		t.Fatalf("after rotation: %v, %v", d, err)
+	}
+
+	// NewVersion copies it (and the audience); NewVersionWith takes what
+	// it is given.
+	v2, err := s.NewVersion(ctx, "ml_v1", "ml_v2")
+	if err != nil || v2.MaxLifetime != 36*time.Hour || v2.Audience != spec.Audience {
+		t.Fatalf("NewVersion = %v, %v", v2, err)
+	}
+	next := spec
+	next.Name, next.Audience = "ml_v3", keys.NextAudience(spec.Audience, "ml_v3")
+	v3, err := s.NewVersionWith(ctx, "ml_v2", next, keys.DomainOptions{})
+	if err != nil || v3.MaxLifetime != 0 || v3.Audience != "urn:ml:v3" {
+		t.Fatalf("NewVersionWith = %v, %v", v3, err)
+	}
+	if d, err := s.Domain(ctx, "ml_v3"); err != nil || d.MaxLifetime != 0 || d.Audience != "urn:ml:v3" {
+		t.Fatalf("read back: %v, %v", d, err)
+	}
+	if meta, err := kv.Get(ctx, "domains/ml_v3/meta"); err != nil || meta.Data["max_lifetime"] != nil {
+		t.Fatalf("meta of an unset max lifetime = %v, %v", meta, err)
+	}
+	if od, err := s.Domain(ctx, "ml_v2"); err != nil || len(od.Policy.Convert["ml_v3"]) != 0 {
+		// ml_v2 has no owners: nobody to let convert.
+		t.Fatalf("old domain: %v %+v, %v", od, od.Policy, err)
+	}
+	next.Name = "ml_v4"
+	if _, err := s.NewVersionWith(ctx, "nope_v1", next, keys.DomainOptions{}); !errors.Is(err, keys.ErrUnknownDomain) {
+		t.Fatalf("NewVersionWith from an unknown domain = %v", err)
+	}
+	if _, err := s.NewVersionWith(ctx, "ml_v4", next, keys.DomainOptions{}); !errors.Is(err, keys.ErrInvalid) {
+		t.Fatalf("NewVersionWith to itself = %v", err)
+	}
+	if _, err := s.NewVersionWith(ctx, "ml_v3", next, keys.DomainOptions{MaxLifetime: time.Minute}); !errors.Is(err, keys.ErrInvalid) {
+		t.Fatalf("NewVersionWith(max lifetime < ttl) = %v", err)
+	}
+
+	// Bad values in the meta path.
+	for _, bad := range []string{"0s", "-1h", "soon", "1m"} {
+		data := map[string]any{}
+		for k, v := range meta.Data {
+			data[k] = v
+		}
+		data["max_lifetime"] = bad
+		if _, err := kv.Put(ctx, "domains/ml_v1/meta", data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Domain(ctx, "ml_v1"); !errors.Is(err, keys.ErrInvalid) {
+			t.Errorf("max_lifetime %q: Domain = %v, want ErrInvalid", bad, err)
+		}
+	}
 }
 
 // testPolicies loads the policies of vault/policies and checks what each
@@ -314,7 +390,10 @@ func TestCache(t *testing.T) {
 		}
 	}
 
-	if _, err := s.NewVersion(ctx, name, "prescriptions_v2"); err != nil {
+	// A new version with its own audience (audiences are unique).
+	next := keystest.Spec
+	next.Name, next.Audience = "prescriptions_v2", keys.NextAudience(keystest.Spec.Audience, "prescriptions_v2")
+	if _, err := s.NewVersionWith(ctx, name, next, keys.DomainOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*interval, "new version seen", func() bool {
