@@ -26,11 +26,12 @@ import (
 
 const usage = `Usage:
     pseudoctl [store flags] domain create <name> -audience <uri> [-ttl 5m]
-                  [-pseudonymize p1,p2] [-identify p1,p2] [-owners o1,o2]
-                  [-convert target=p1,p2 ...]
+                  [-max-lifetime 24h] [-pseudonymize p1,p2] [-identify p1,p2]
+                  [-owners o1,o2] [-convert target=p1,p2 ...]
     pseudoctl [store flags] domain show [-json] <name>
     pseudoctl [store flags] domain list
-    pseudoctl [store flags] domain new-version <old> <new>
+    pseudoctl [store flags] domain new-version <old> <new> [-audience <uri>]
+                  [-max-lifetime <duration>]
     pseudoctl [store flags] transit-key rotate <domain>
     pseudoctl [store flags] transit-key retire <domain> <kid>
     pseudoctl [store flags] owner-key create <owner> <domain>
@@ -49,6 +50,22 @@ Store flags (also accepted after the command):
 A transit key is retired once every transit pseudonym sealed under it has
 expired (domain ttl plus clock skew). Rotating the scalar k is done by
 creating a new domain version and converting the stored pseudonyms.
+
+-max-lifetime is the longest lifetime (exp - iat) of a transit pseudonym
+the service accepts for identify and convert (owners make transit forms
+with their own lifetimes); at least the ttl.
+
+A new version copies the ttl, max lifetime and policy of the old domain, and
+gets its own audience: -audience, or else one derived from the old audience
+by replacing a trailing version "v<n>" (after ':' '/' '.' '_' '-') with that
+of the new name ("urn:x:prescriptions:v1" -> "urn:x:prescriptions:v2" for
+prescriptions_v2), or else by appending ":<new name>".
+
+Every domain needs its own audience, and a principal that owns any domain
+may not be listed in -identify of any domain ("*" is fine: the service
+never lets owners identify). domain create and new-version refuse a domain
+that would break either rule.
+
 Exit status: 0 on success, 1 on error, 2 on a usage error.
 `
 
@@ -83,9 +100,15 @@ func (sf *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.mount, "vault-mount", sf.mount, "KV v2 mount")
 }
 
+// store is what both key stores (keys.FileStore, vault.Store) implement.
+type store interface {
+	keys.Admin
+	keys.Creator
+}
+
 // open opens the store the flags name. create says whether a missing file
 // store may be created.
-func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (keys.Admin, func(), error) {
+func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (store, func(), error) {
 	switch {
 	case sf.store != "":
 		path, ok := strings.CutPrefix(sf.store, "file:")
@@ -160,7 +183,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	defer cancel()
 	// withStore parses n positional arguments (after the command's own
 	// flags are registered), opens the store and runs f on it.
-	withStore := func(n int, f func(st keys.Admin, pos []string) error) error {
+	withStore := func(n int, f func(st store, pos []string) error) error {
 		pos, err := parse(fs, args, n)
 		if err != nil {
 			return err
@@ -184,6 +207,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	case "domain create":
 		audience := fs.String("audience", "", "URI naming the domain (required)")
 		ttl := fs.Duration("ttl", keys.DefaultTTL, "lifetime of pseudonyms in transit")
+		maxLifetime := fs.Duration("max-lifetime", keys.DefaultMaxLifetime, "longest lifetime of a transit pseudonym the service accepts")
 		pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
 		identify := fs.String("identify", "", "comma-separated principals that may identify")
 		owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
@@ -206,12 +230,15 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		if *ttl <= 0 {
 			return usagef("domain create: -ttl must be positive")
 		}
+		if *maxLifetime <= 0 {
+			return usagef("domain create: -max-lifetime must be positive")
+		}
 		st, done, err := sf.open(ctx, true, stderr)
 		if err != nil {
 			return err
 		}
 		defer done()
-		d, err := st.CreateDomain(ctx, keys.DomainSpec{
+		spec := keys.DomainSpec{
 			Name:     pos[0],
 			Audience: *audience,
 			TTL:      *ttl,
@@ -221,16 +248,21 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 				Owners:       list(*owners),
 				Convert:      convert,
 			},
-		})
+		}
+		if err := checkSet(ctx, st, stderr, spec); err != nil {
+			return err
+		}
+		d, err := st.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: *maxLifetime})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "created domain %s (audience %s, ttl %v, active transit key %s)\n", d.Name, d.Audience, d.TTL, d.Transit.Active)
+		fmt.Fprintf(stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s)\n",
+			d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active)
 		return nil
 
 	case "domain show":
 		asJSON := fs.Bool("json", false, "print JSON")
-		return withStore(1, func(st keys.Admin, pos []string) error {
+		return withStore(1, func(st store, pos []string) error {
 			d, err := st.Domain(ctx, pos[0])
 			if err != nil {
 				return err
@@ -239,7 +271,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		})
 
 	case "domain list":
-		return withStore(0, func(st keys.Admin, _ []string) error {
+		return withStore(0, func(st store, _ []string) error {
 			names, err := st.Domains(ctx)
 			if err != nil {
 				return err
@@ -251,18 +283,45 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		})
 
 	case "domain new-version":
-		return withStore(2, func(st keys.Admin, pos []string) error {
-			d, err := st.NewVersion(ctx, pos[0], pos[1])
+		audience := fs.String("audience", "", "URI naming the new version (default: derived from the old audience)")
+		maxLifetime := fs.Duration("max-lifetime", 0, "longest lifetime of a transit pseudonym the service accepts (default: that of the old domain)")
+		return withStore(2, func(st store, pos []string) error {
+			if *maxLifetime < 0 {
+				return usagef("domain new-version: -max-lifetime must be positive")
+			}
+			od, err := st.Domain(ctx, pos[0])
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "created domain %s from %s (active transit key %s); the owners of %s may now convert to %s\n",
-				d.Name, pos[0], d.Transit.Active, pos[0], d.Name)
+			spec, err := keys.NextVersionSpec(od, pos[1])
+			if err != nil {
+				return err
+			}
+			if spec.Audience = *audience; spec.Audience == "" {
+				spec.Audience = keys.NextAudience(od.Audience, pos[1])
+				if !keys.ValidAudience(spec.Audience) {
+					return fmt.Errorf("%w: the audience derived for %s from that of %s, %q, is not a valid URI: give -audience",
+						keys.ErrInvalid, pos[1], pos[0], spec.Audience)
+				}
+			}
+			opts := keys.DomainOptions{MaxLifetime: od.MaxLifetime}
+			if *maxLifetime > 0 {
+				opts.MaxLifetime = *maxLifetime
+			}
+			if err := checkSet(ctx, st, stderr, spec); err != nil {
+				return err
+			}
+			d, err := st.NewVersionWith(ctx, pos[0], spec, opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "created domain %s from %s (audience %s, max lifetime %v, active transit key %s); the owners of %s may now convert to %s\n",
+				d.Name, pos[0], d.Audience, d.EffectiveMaxLifetime(), d.Transit.Active, pos[0], d.Name)
 			return nil
 		})
 
 	case "transit-key rotate":
-		return withStore(1, func(st keys.Admin, pos []string) error {
+		return withStore(1, func(st store, pos []string) error {
 			kid, err := st.RotateTransitKey(ctx, pos[0])
 			if err != nil {
 				return err
@@ -272,7 +331,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		})
 
 	case "transit-key retire":
-		return withStore(2, func(st keys.Admin, pos []string) error {
+		return withStore(2, func(st store, pos []string) error {
 			if err := st.RetireTransitKey(ctx, pos[0], pos[1]); err != nil {
 				return err
 			}
@@ -281,7 +340,7 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		})
 
 	case "owner-key create":
-		return withStore(2, func(st keys.Admin, pos []string) error {
+		return withStore(2, func(st store, pos []string) error {
 			if err := st.CreateOwnerKey(ctx, pos[0], pos[1]); err != nil {
 				return err
 			}
@@ -336,24 +395,30 @@ func list(s string) []string {
 
 // domainInfo is what pseudoctl shows of a domain: no key material.
 type domainInfo struct {
-	Name       string      `json:"name"`
-	Audience   string      `json:"audience"`
-	TTL        string      `json:"ttl"`
-	Active     string      `json:"active"`
-	Kids       []string    `json:"kids"`
-	Policy     keys.Policy `json:"policy"`
-	Generation uint64      `json:"generation"`
+	Name     string `json:"name"`
+	Audience string `json:"audience"`
+	TTL      string `json:"ttl"`
+	// MaxLifetime is the effective max lifetime (the default when the
+	// domain sets none; DefaultMaxLifetime says which).
+	MaxLifetime        string      `json:"max_lifetime"`
+	DefaultMaxLifetime bool        `json:"default_max_lifetime,omitempty"`
+	Active             string      `json:"active"`
+	Kids               []string    `json:"kids"`
+	Policy             keys.Policy `json:"policy"`
+	Generation         uint64      `json:"generation"`
 }
 
 func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 	info := domainInfo{
-		Name:       d.Name,
-		Audience:   d.Audience,
-		TTL:        d.TTL.String(),
-		Active:     d.Transit.Active,
-		Kids:       d.Transit.Kids(),
-		Policy:     d.Policy,
-		Generation: d.Generation,
+		Name:               d.Name,
+		Audience:           d.Audience,
+		TTL:                d.TTL.String(),
+		MaxLifetime:        d.EffectiveMaxLifetime().String(),
+		DefaultMaxLifetime: d.MaxLifetime == 0,
+		Active:             d.Transit.Active,
+		Kids:               d.Transit.Kids(),
+		Policy:             d.Policy,
+		Generation:         d.Generation,
 	}
 	if asJSON {
 		e := json.NewEncoder(w)
@@ -364,6 +429,11 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 	fmt.Fprintf(w, "domain:        %s\n", info.Name)
 	fmt.Fprintf(w, "audience:      %s\n", info.Audience)
 	fmt.Fprintf(w, "ttl:           %s\n", info.TTL)
+	if info.DefaultMaxLifetime {
+		fmt.Fprintf(w, "max lifetime:  %s (default)\n", info.MaxLifetime)
+	} else {
+		fmt.Fprintf(w, "max lifetime:  %s\n", info.MaxLifetime)
+	}
 	fmt.Fprintf(w, "transit keys:  %s (active %s)\n", strings.Join(info.Kids, ", "), info.Active)
 	fmt.Fprintf(w, "pseudonymize:  %s\n", strings.Join(p.Pseudonymize, ", "))
 	fmt.Fprintf(w, "identify:      %s\n", strings.Join(p.Identify, ", "))
@@ -372,6 +442,52 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 		fmt.Fprintf(w, "convert to %s: %s\n", target, strings.Join(p.Convert[target], ", "))
 	}
 	fmt.Fprintf(w, "generation:    %d\n", info.Generation)
+	return nil
+}
+
+// checkSet refuses a domain that would break an invariant spanning domains
+// (see keys.ValidateSet: unique audiences, owners never identify). It reads
+// every domain of the store, puts spec in place of the domain of the same
+// name, if any, and fails when spec's domain is involved in a violation,
+// with an error naming the other domain and, for owners, the principal.
+// Violations among the other domains exist already: they are reported on
+// stderr, and do not block. Domains that do not load (invalid) are skipped
+// with a warning.
+//
+// It is not atomic: a domain created meanwhile by another administrator is
+// not seen. The service checks the whole set again when it loads it.
+func checkSet(ctx context.Context, st store, stderr io.Writer, spec keys.DomainSpec) error {
+	names, err := st.Domains(ctx)
+	if err != nil {
+		return fmt.Errorf("checking the other domains: %w", err)
+	}
+	set := []*keys.Domain{{Name: spec.Name, Audience: spec.Audience, Policy: spec.Policy}}
+	for _, name := range names {
+		if name == spec.Name {
+			continue
+		}
+		d, err := st.Domain(ctx, name)
+		switch {
+		case errors.Is(err, keys.ErrUnknownDomain):
+			continue // deleted meanwhile
+		case errors.Is(err, keys.ErrInvalid):
+			fmt.Fprintf(stderr, "pseudoctl: warning: domain %s not checked against %s: %v\n", name, spec.Name, err)
+			continue
+		case err != nil:
+			return fmt.Errorf("checking the other domains: %w", err)
+		}
+		set = append(set, d)
+	}
+	errs := keys.ValidateSet(set)
+	if err := errs[spec.Name]; err != nil {
+		return err
+	}
+	// Every violation names both its domains: these do not involve spec.
+	for _, name := range names {
+		if err := errs[name]; err != nil {
+			fmt.Fprintf(stderr, "pseudoctl: warning: %v\n", err)
+		}
+	}
 	return nil
 }
 

@@ -53,7 +53,7 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	t.Helper()
 	with := func(args ...string) []string { return append(append([]string{}, store...), args...) }
 	out := ok(t, env, with("domain", "create", "prescriptions_v1",
-		"-audience", "urn:ehealth:pseudo:prescriptions:v1", "-ttl", "10m",
+		"-audience", "urn:ehealth:pseudo:prescriptions:v1", "-ttl", "10m", "-max-lifetime", "36h",
 		"-pseudonymize", "prescriber,pharmacy", "-identify", "pharmacy", "-owners", "recip-e")...)
 	if !strings.Contains(out, "created domain prescriptions_v1") {
 		t.Fatalf("create: %s", out)
@@ -66,8 +66,26 @@ func script(t *testing.T, env map[string]string, store ...string) {
 		t.Fatalf("-convert: %s", out)
 	}
 	fails(t, env, 2, "target=", with("domain", "create", "x_v1", "-audience", "urn:x", "-convert", "nope")...)
+	fails(t, env, 2, "-max-lifetime must be positive", with("domain", "create", "x_v1", "-audience", "urn:x", "-max-lifetime", "0s")...)
+	fails(t, env, 1, "max lifetime 1m0s is shorter than the ttl 10m0s",
+		with("domain", "create", "x_v1", "-audience", "urn:x", "-ttl", "10m", "-max-lifetime", "1m")...)
+	// Audiences are unique; owners never identify, in any domain; "*" is
+	// no owner.
+	fails(t, env, 1, `domain "x_v1": audience "urn:other:v1" is also the audience of domain "other_v1"`,
+		with("domain", "create", "x_v1", "-audience", "urn:other:v1")...)
+	fails(t, env, 1, `domain "x_v1": policy lets "recip-e" identify, but "recip-e" owns domain "prescriptions_v1"`,
+		with("domain", "create", "x_v1", "-audience", "urn:x", "-identify", "pharmacy,recip-e")...)
+	fails(t, env, 1, `domain "x_v1": owner "pharmacy" may identify in domain "prescriptions_v1"`,
+		with("domain", "create", "x_v1", "-audience", "urn:x", "-owners", "pharmacy")...)
+	fails(t, env, 1, `domain "x_v1": "recip-e" is both an owner and allowed to identify`,
+		with("domain", "create", "x_v1", "-audience", "urn:x", "-identify", "recip-e", "-owners", "recip-e")...)
+	fails(t, env, 1, `"*" cannot be an owner`, with("domain", "create", "x_v1", "-audience", "urn:x", "-owners", "*")...)
+	ok(t, env, with("domain", "create", "x_v1", "-audience", "urn:x", "-identify", "*", "-owners", "x-owner")...)
+	if out := ok(t, env, with("domain", "show", "x_v1")...); !strings.Contains(out, "max lifetime:  24h0m0s\n") {
+		t.Fatalf("default -max-lifetime: %s", out)
+	}
 
-	if out := ok(t, env, with("domain", "list")...); out != "other_v1\nprescriptions_v1\n" {
+	if out := ok(t, env, with("domain", "list")...); out != "other_v1\nprescriptions_v1\nx_v1\n" {
 		t.Fatalf("list: %q", out)
 	}
 	if out := ok(t, env, with("transit-key", "rotate", "prescriptions_v1")...); !strings.Contains(out, "transit key t2 is active") {
@@ -76,13 +94,28 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	fails(t, env, 1, "cannot retire the active transit key", with("transit-key", "retire", "prescriptions_v1", "t2")...)
 	fails(t, env, 1, "unknown key", with("transit-key", "retire", "prescriptions_v1", "t9")...)
 	ok(t, env, with("transit-key", "retire", "prescriptions_v1", "t1")...)
-	ok(t, env, with("domain", "new-version", "prescriptions_v1", "prescriptions_v2")...)
+	// A new version gets its own audience: derived from the old one, or
+	// -audience, unique either way.
+	fails(t, env, 1, `domain "prescriptions_v2": audience "urn:other:v1" is also the audience of domain "other_v1"`,
+		with("domain", "new-version", "prescriptions_v1", "prescriptions_v2", "-audience", "urn:other:v1")...)
+	fails(t, env, 1, "not an absolute URI", with("domain", "new-version", "prescriptions_v1", "prescriptions_v2", "-audience", "v2")...)
+	fails(t, env, 1, "shorter than the ttl", with("domain", "new-version", "prescriptions_v1", "prescriptions_v2", "-max-lifetime", "5m")...)
+	fails(t, env, 1, "unknown domain", with("domain", "new-version", "nope_v1", "nope_v2")...)
+	out = ok(t, env, with("domain", "new-version", "prescriptions_v1", "prescriptions_v2")...)
+	if !strings.Contains(out, "created domain prescriptions_v2 from prescriptions_v1 (audience urn:ehealth:pseudo:prescriptions:v2, max lifetime 36h0m0s,") {
+		t.Fatalf("new-version: %s", out)
+	}
+	ok(t, env, with("domain", "new-version", "other_v1", "other_v2", "-audience", "urn:other:second", "-max-lifetime", "48h")...)
+	if out := ok(t, env, with("domain", "show", "other_v2")...); !strings.Contains(out, "audience:      urn:other:second\n") ||
+		!strings.Contains(out, "max lifetime:  48h0m0s\n") {
+		t.Fatalf("new-version -audience -max-lifetime: %s", out)
+	}
 	ok(t, env, with("owner-key", "create", "recip-e", "prescriptions_v2")...)
 	fails(t, env, 1, "already exists", with("owner-key", "create", "recip-e", "prescriptions_v2")...)
 	fails(t, env, 1, "unknown domain", with("domain", "show", "nope")...)
 
 	out = ok(t, env, with("domain", "show", "prescriptions_v1")...)
-	for _, want := range []string{"audience:      urn:ehealth:pseudo:prescriptions:v1", "ttl:           10m0s",
+	for _, want := range []string{"audience:      urn:ehealth:pseudo:prescriptions:v1", "ttl:           10m0s", "max lifetime:  36h0m0s\n",
 		"transit keys:  t2 (active t2)", "owners:        recip-e", "convert to prescriptions_v2: recip-e"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("show: no %q in\n%s", want, out)
@@ -93,7 +126,8 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.Active != "t1" || info.TTL != "10m0s" || len(info.Policy.Owners) != 1 {
+	if info.Active != "t1" || info.TTL != "10m0s" || info.MaxLifetime != "36h0m0s" || info.DefaultMaxLifetime ||
+		info.Audience != "urn:ehealth:pseudo:prescriptions:v2" || len(info.Policy.Owners) != 1 {
 		t.Fatalf("show -json: %s", out)
 	}
 }
@@ -125,6 +159,52 @@ func TestFileStore(t *testing.T) {
 	assertNoKeys(t, out, d)
 	if _, err := fs.OwnerKey(context.Background(), "recip-e", "prescriptions_v2"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSetChecks runs the checks that span domains on a store that already
+// breaks them (made without pseudoctl).
+func TestSetChecks(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keys.json")
+	store := "file:" + path
+	fs, err := keys.OpenFileStore(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := "urn:" + strings.Repeat("a", 1016) // no version: ":long_v2" is appended, too long
+	for _, spec := range []keys.DomainSpec{
+		{Name: "a_v1", Audience: "urn:a:v1", Policy: keys.Policy{Owners: []string{"o"}}},
+		{Name: "b_v1", Audience: "urn:b:v1", Policy: keys.Policy{Identify: []string{"o", "p"}}},
+		{Name: "long_v1", Audience: long},
+	} {
+		if _, err := fs.CreateDomain(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unrelated domain is created; the existing violation is reported.
+	r := pseudoctl(t, nil, "-store", store, "domain", "create", "c_v1", "-audience", "urn:c:v1", "-identify", "p")
+	if r.code != 0 || !strings.Contains(r.stderr, `warning: keys: invalid key material: domain "a_v1": owner "o" may identify in domain "b_v1"`) {
+		t.Fatalf("create next to a violation: %+v", r)
+	}
+	// A new version of b_v1 would repeat it: refused, naming the principal
+	// and both domains.
+	fails(t, nil, 1, `domain "b_v2": policy lets "o" identify, but "o" owns domain "a_v1": owners may never identify`,
+		"-store", store, "domain", "new-version", "b_v1", "b_v2")
+	// No one may become the owner of a domain while identifying elsewhere.
+	fails(t, nil, 1, `owner "p" may identify in domain "c_v1"`,
+		"-store", store, "domain", "create", "a_v2", "-audience", "urn:a:v2", "-owners", "o,p")
+	fails(t, nil, 1, `the audience derived for long_v2 from that of long_v1`, "-store", store, "domain", "new-version", "long_v1", "long_v2")
+	ok(t, nil, "-store", store, "domain", "new-version", "long_v1", "long_v2", "-audience", "urn:long:v2")
+	if out := ok(t, nil, "-store", store, "domain", "list"); out != "a_v1\nb_v1\nc_v1\nlong_v1\nlong_v2\n" {
+		t.Fatalf("list: %q", out)
+	}
+	// A domain without a max lifetime shows the default.
+	if out := ok(t, nil, "-store", store, "domain", "show", "long_v1"); !strings.Contains(out, "max lifetime:  24h0m0s (default)\n") {
+		t.Fatalf("show: %s", out)
+	}
+	if out := ok(t, nil, "-store", store, "domain", "show", "long_v2"); !strings.Contains(out, "max lifetime:  24h0m0s (default)\n") {
+		t.Fatalf("show: %s", out)
 	}
 }
 
