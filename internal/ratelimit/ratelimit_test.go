@@ -56,3 +56,21 @@ func TestUnlimited(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeSaysWhen: a refusal says how long until the same request passes.
+func TestTakeSaysWhen(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	l := New(Config{Rate: 10, Burst: 20})
+	l.now = func() time.Time { return now }
+	if ok, _ := l.Take("p", 20); !ok {
+		t.Fatal("the burst is refused")
+	}
+	ok, wait := l.Take("p", 5)
+	if ok || wait < 490*time.Millisecond || wait > 510*time.Millisecond {
+		t.Fatalf("5 items at 10/s on an empty bucket: %v %v, want a refusal for 0.5 s", ok, wait)
+	}
+	now = now.Add(wait)
+	if ok, _ := l.Take("p", 5); !ok {
+		t.Fatal("refused again after the wait it gave")
+	}
+}
