@@ -41,6 +41,9 @@ echo "$VAULT_BIN"
 step "unit and integration tests (-race)"
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v '/e2e$')
 
+step "fuzz: every target of the module for a short budget (scripts/fuzz.sh runs them longer)"
+FUZZTIME="${FUZZTIME:-3s}" SEEDS=0 scripts/fuzz.sh
+
 if [ -d e2e ]; then
 	step "end-to-end tests (built binaries, real Vault, mTLS)"
 	out="$(mktemp)"
