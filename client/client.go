@@ -81,9 +81,13 @@ func itemError(s *spb.Status) error {
 type Client struct {
 	rpc      pb.PseudonymizerClient
 	maxBatch int
-	retries  int
-	backoff  time.Duration
 	cache    *transitCache
+
+	retry  RetryPolicy
+	budget *retryBudget // nil: no budget
+	jitter func(n int64) int64
+	now    func() time.Time
+	sleep  func(context.Context, time.Duration) error
 }
 
 // Option configures a Client.
@@ -97,12 +101,6 @@ func WithMaxBatch(n int) Option {
 			c.maxBatch = n
 		}
 	}
-}
-
-// WithRetries sets how many times a call that failed with Unavailable is
-// retried (default 3), with exponential backoff from base (default 100 ms).
-func WithRetries(n int, base time.Duration) Option {
-	return func(c *Client) { c.retries, c.backoff = n, base }
 }
 
 // WithCache sets how long before exp a cached transit pseudonym stops
@@ -126,32 +124,17 @@ func NewClient(cc grpc.ClientConnInterface, opts ...Option) *Client {
 	c := &Client{
 		rpc:      pb.NewPseudonymizerClient(cc),
 		maxBatch: 1000,
-		retries:  3,
-		backoff:  100 * time.Millisecond,
 		cache:    newTransitCache(30 * time.Second),
+		retry:    DefaultRetryPolicy(),
+		jitter:   defaultJitter,
+		now:      time.Now,
+		sleep:    sleepCtx,
 	}
 	for _, o := range opts {
 		o(c)
 	}
+	c.budget = newRetryBudget(c.retry)
 	return c
-}
-
-// call runs f, retrying on Unavailable. All the service's calls are
-// idempotent in effect: a retried pseudonymize draws a new s.
-func (c *Client) call(ctx context.Context, f func(context.Context) error) error {
-	wait := c.backoff
-	for attempt := 0; ; attempt++ {
-		err := f(ctx)
-		if status.Code(err) != codes.Unavailable || attempt >= c.retries {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait *= 2
-	}
 }
 
 func chunks(n, size int) [][2]int {

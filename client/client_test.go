@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -256,8 +257,9 @@ func TestClientCacheAndInFlightMerge(t *testing.T) {
 }
 
 func TestClientRetriesUnavailable(t *testing.T) {
-	// Reserve a port, then start the service on it only after the first
-	// attempt has failed.
+	// Reserve a port, and start the service on it only once the first
+	// attempt has failed: from the first wait between attempts, which
+	// returns when the connection is ready (an event, not a duration).
 	lis := listen(t)
 	addr := lis.Addr().String()
 	lis.Close()
@@ -266,18 +268,32 @@ func TestClientRetriesUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	c := client.NewClient(cc, client.WithRetries(8, 50*time.Millisecond))
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Error(err)
-			return
+	var waits int
+	started := false
+	up := func(ctx context.Context, _ time.Duration) error {
+		waits++
+		if !started {
+			started = true
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			startService(t, l)
 		}
-		startService(t, l)
-	}()
+		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+			cc.Connect()
+			if !cc.WaitForStateChange(ctx, s) {
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	c := client.NewClient(cc, client.WithRetries(8, 50*time.Millisecond), client.WithRetryClock(nil, up))
 	if _, err := c.Pseudonymize(as("doctor"), "rx_v1", []byte("85073003328")); err != nil {
 		t.Fatalf("no retry through the outage: %v", err)
+	}
+	if waits != 1 {
+		t.Fatalf("%d waits, want 1", waits)
 	}
 	// Without retries the first failure is returned.
 	lis2 := listen(t)
