@@ -9,6 +9,7 @@ import (
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
@@ -106,10 +107,17 @@ func (u *Unblinder) unblind(evaluated []byte) (*ristretto255.Element, error) {
 
 // Unblind turns the service's answer to pseudonymize or convert (the point
 // Y and its transitInfo) into a pseudonym in transit P_T = b⁻¹·Y, to forward
-// to the domain's owner. The client cannot open it.
+// to the domain's owner. The client cannot open it, but it checks the
+// transitInfo's shape (a compact JWE whose protected header is one the
+// service writes), so that what it forwards parses with
+// pseudonym.ParseTransit: an answer that does not is refused with
+// ErrInvalidPoint, ErrMissingTransitInfo or ErrMalformedTransitInfo.
 func (u *Unblinder) Unblind(evaluated []byte, transitInfo string) (*pseudonym.Transit, error) {
 	if transitInfo == "" {
 		return nil, ErrMissingTransitInfo
+	}
+	if _, err := transit.ParseHeader(transitInfo); err != nil {
+		return nil, ErrMalformedTransitInfo
 	}
 	P, err := u.unblind(evaluated)
 	if err != nil {

@@ -64,8 +64,14 @@ func (e *ItemError) Is(target error) bool { return reasons[e.Reason] == target &
 // GRPCStatus lets status.Code and status.FromError read the item's status.
 func (e *ItemError) GRPCStatus() *status.Status { return e.status }
 
+// itemError is the error of an item the service refused. A refusal whose
+// code says OK is not one the service writes; it gets codes.Unknown, so that
+// status.Code never reports OK for an error.
 func itemError(s *spb.Status) error {
 	st := status.FromProto(s)
+	if st.Code() == codes.OK {
+		st = status.FromProto(&spb.Status{Code: int32(codes.Unknown), Message: s.GetMessage(), Details: s.GetDetails()})
+	}
 	e := &ItemError{Code: st.Code(), status: st}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -233,10 +239,8 @@ func (c *Client) pseudonymizeChunk(ctx context.Context, domain string, ids [][]b
 			req.Items = append(req.Items, &pb.PseudonymizeItem{Id: strconv.Itoa(i), Blinded: b})
 		}
 	}
-	points := make([][]byte, len(ids))
-	infos := make([]string, len(ids))
+	var resp *pb.PseudonymizeResponse
 	if len(req.Items) > 0 {
-		var resp *pb.PseudonymizeResponse
 		err := c.call(ctx, func(ctx context.Context) (err error) {
 			resp, err = c.rpc.Pseudonymize(ctx, req)
 			return err
@@ -244,13 +248,9 @@ func (c *Client) pseudonymizeChunk(ctx context.Context, domain string, ids [][]b
 		if err != nil {
 			return nil, nil, err
 		}
-		collect(resp.GetResults(), errs, func(i int, r *pb.PseudonymizeResult) {
-			points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
-		})
 	}
-	res, uerrs := bu.UnblindBatch(points, infos)
 	out := make([]*pseudonym.Transit, len(ids))
-	merge(out, errs, 0, res, uerrs, errs, points)
+	unblindResults(resp.GetResults(), bu, errs, out, errs, 0)
 	return out, errs, nil
 }
 
@@ -259,15 +259,45 @@ type itemResult interface {
 	GetError() *spb.Status
 }
 
+type evaluatedResult interface {
+	itemResult
+	GetEvaluated() *pb.Evaluated
+}
+
+// unblindResults reads the service's results for one pseudonymize or
+// convert chunk blinded into bu, whose blinding errors are in berrs (which
+// also gets the service's item errors), into out and errs from index lo.
+func unblindResults[R evaluatedResult](results []R, bu *BatchUnblinder, berrs []error, out []*pseudonym.Transit, errs []error, lo int) {
+	points := make([][]byte, bu.Len())
+	infos := make([]string, bu.Len())
+	collect(results, berrs, func(i int, r R) {
+		points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
+	})
+	res, uerrs := bu.UnblindBatch(points, infos)
+	merge(out, errs, lo, res, uerrs, berrs, points)
+}
+
+// identifyResults is unblindResults for identify.
+func identifyResults(results []*pb.IdentifyResult, bu *BatchUnblinder, berrs []error, out [][]byte, errs []error, lo int) {
+	points := make([][]byte, bu.Len())
+	collect(results, berrs, func(i int, r *pb.IdentifyResult) { points[i] = r.GetPoint() })
+	ids, ierrs := bu.IdentifyBatch(points)
+	merge(out, errs, lo, ids, ierrs, berrs, points)
+}
+
 // collect reads one chunk's results: errs[i] gets the error of item i, and
-// the others go to ok. A result with an unknown id is ignored (the item
-// then has no answer).
+// the others go to ok. errs holds the blinding errors on entry, and an item
+// that failed to blind was not sent: a result for it, like one with an
+// unknown id, is ignored, and so is any result after the first for an item
+// (the item keeps its own error, or has no answer).
 func collect[R itemResult](results []R, errs []error, ok func(i int, r R)) {
+	seen := make([]bool, len(errs))
 	for _, r := range results {
 		i, known := index(r.GetId(), len(errs))
-		if !known {
+		if !known || errs[i] != nil || seen[i] {
 			continue
 		}
+		seen[i] = true
 		if e := r.GetError(); e != nil {
 			errs[i] = itemError(e)
 		} else {
@@ -323,9 +353,8 @@ func (c *Client) IdentifyBatch(ctx context.Context, domain string, ts []*pseudon
 				req.Items = append(req.Items, &pb.IdentifyItem{Id: strconv.Itoa(i), Blinded: b, TransitInfo: sub[i].Info})
 			}
 		}
-		points := make([][]byte, len(sub))
+		var resp *pb.IdentifyResponse
 		if len(req.Items) > 0 {
-			var resp *pb.IdentifyResponse
 			err := c.call(ctx, func(ctx context.Context) (err error) {
 				resp, err = c.rpc.Identify(ctx, req)
 				return err
@@ -333,10 +362,8 @@ func (c *Client) IdentifyBatch(ctx context.Context, domain string, ts []*pseudon
 			if err != nil {
 				return nil, nil, err
 			}
-			collect(resp.GetResults(), berrs, func(i int, r *pb.IdentifyResult) { points[i] = r.GetPoint() })
 		}
-		ids, ierrs := bu.IdentifyBatch(points)
-		merge(out, errs, ch[0], ids, ierrs, berrs, points)
+		identifyResults(resp.GetResults(), bu, berrs, out, errs, ch[0])
 	}
 	return out, errs, nil
 }
@@ -365,10 +392,8 @@ func (c *Client) ConvertBatch(ctx context.Context, from, to string, ts []*pseudo
 				req.Items = append(req.Items, &pb.ConvertItem{Id: strconv.Itoa(i), Blinded: b, TransitInfo: sub[i].Info})
 			}
 		}
-		points := make([][]byte, len(sub))
-		infos := make([]string, len(sub))
+		var resp *pb.ConvertToResponse
 		if len(req.Items) > 0 {
-			var resp *pb.ConvertToResponse
 			err := c.call(ctx, func(ctx context.Context) (err error) {
 				resp, err = c.rpc.ConvertTo(ctx, req)
 				return err
@@ -376,12 +401,8 @@ func (c *Client) ConvertBatch(ctx context.Context, from, to string, ts []*pseudo
 			if err != nil {
 				return nil, nil, err
 			}
-			collect(resp.GetResults(), berrs, func(i int, r *pb.ConvertResult) {
-				points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
-			})
 		}
-		res, uerrs := bu.UnblindBatch(points, infos)
-		merge(out, errs, ch[0], res, uerrs, berrs, points)
+		unblindResults(resp.GetResults(), bu, berrs, out, errs, ch[0])
 	}
 	return out, errs, nil
 }
