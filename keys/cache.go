@@ -224,11 +224,56 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 	}
 	next := maps.Clone(old.domains)
 	next[name] = d
+	if errs := c.keepConsistent(old, next); len(errs) > 0 {
+		c.log.Error("keys: a domain breaks an invariant across domains and is not taken", "err", errors.Join(errs...))
+		if next[name] != d {
+			return c.Domain(name)
+		}
+	}
 	c.snap.Store(newSnapshot(next, old.generation+1))
 	if c.opts.OnChange != nil {
 		c.opts.OnChange([]string{name})
 	}
 	return d, nil
+}
+
+// keepConsistent enforces the invariants that span domains (ValidateSet:
+// unique audiences, no owner allowed to identify) on the next snapshot:
+// a domain new or changed in it that breaks one is refused (its last good
+// version is kept, or it is left out), and the errors are returned for
+// Health. Domains that were already served and did not change are kept
+// even if they offend (the service's authorizer refuses owners anyway):
+// faults degrade, they never wipe.
+func (c *Cache) keepConsistent(old *snapshot, next map[string]*Domain) []error {
+	var errs []error
+	for range 2 {
+		bad := ValidateSet(slices.Collect(maps.Values(next)))
+		if len(bad) == 0 {
+			break
+		}
+		reverted := false
+		for _, name := range slices.Sorted(maps.Keys(bad)) {
+			d, served := old.domains[name]
+			switch {
+			case !served:
+				delete(next, name)
+				reverted = true
+			case d != next[name]:
+				next[name] = d
+				reverted = true
+			default:
+				continue
+			}
+			errs = append(errs, bad[name])
+		}
+		if !reverted {
+			for _, name := range slices.Sorted(maps.Keys(bad)) {
+				errs = append(errs, bad[name])
+			}
+			break
+		}
+	}
+	return errs
 }
 
 // Close stops polling. The cache keeps serving its last snapshot.
@@ -347,6 +392,7 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 		}
 		next[name] = nd
 	}
+	invalid = append(invalid, c.keepConsistent(old, next)...)
 	for name, nd := range next {
 		if d, ok := old.domains[name]; !ok || d != nd {
 			changed = append(changed, name)

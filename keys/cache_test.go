@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,4 +201,116 @@ func TestCacheDomainsOption(t *testing.T) {
 	if _, err := NewCache(ctx, s, &CacheOptions{Domains: []string{"nope"}}); !errors.Is(err, ErrUnknownDomain) {
 		t.Fatalf("NewCache with a missing domain = %v", err)
 	}
+}
+
+// memSource is a Source whose domains a test sets directly.
+type memSource struct {
+	mu      sync.Mutex
+	domains map[string]*Domain
+}
+
+func (m *memSource) set(ds ...*Domain) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.domains = map[string]*Domain{}
+	for _, d := range ds {
+		m.domains[d.Name] = d
+	}
+}
+
+func (m *memSource) Domain(_ context.Context, name string) (*Domain, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d, ok := m.domains[name]; ok {
+		return d, nil
+	}
+	return nil, ErrUnknownDomain
+}
+
+func (m *memSource) Domains(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.domains)), nil
+}
+
+func (m *memSource) Version(ctx context.Context, name string) (uint64, error) {
+	d, err := m.Domain(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	return d.Generation, nil
+}
+
+func genDomain(t *testing.T, name, aud string, gen uint64, p Policy) *Domain {
+	t.Helper()
+	d, err := GenerateDomain(DomainSpec{Name: name, Audience: aud, Policy: p}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Generation = gen
+	return d
+}
+
+// TestCacheInvariantsAcrossDomains: a domain that would break an invariant
+// across domains (a duplicate audience, an owner allowed to identify) is
+// not taken, at load or later; its last good version stays; Health says
+// why; the others are served.
+func TestCacheInvariantsAcrossDomains(t *testing.T) {
+	a := genDomain(t, "a_v1", "urn:test:a", 1, Policy{Owners: []string{"owner-a"}})
+	b := genDomain(t, "b_v1", "urn:test:b", 1, Policy{Identify: []string{"client"}})
+	dup := genDomain(t, "c_v1", "urn:test:a", 1, Policy{})
+	src := &memSource{}
+	src.set(a, b, dup)
+	c, err := NewCache(context.Background(), src, &CacheOptions{Interval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// At load, both domains of the duplicate audience are new: neither is
+	// served.
+	if got := c.Domains(); !slices.Equal(got, []string{"b_v1"}) || !errors.Is(c.Health(), ErrInvalid) {
+		t.Fatalf("at load: %v %v", got, c.Health())
+	}
+	src.set(a, b)
+	eventually(t, 2*time.Second, "a_v1 served once alone", func() bool { _, err := c.Domain("a_v1"); return err == nil })
+	// b_v1 now lets a_v1's owner identify: the change is refused, the last
+	// good b_v1 stays.
+	b2 := genDomain(t, "b_v1", "urn:test:b", 2, Policy{Identify: []string{"client", "owner-a"}})
+	b2.Scalar, b2.Transit = b.Scalar, b.Transit
+	src.set(a, b2)
+	eventually(t, 2*time.Second, "refused change reported", func() bool { return errors.Is(c.Health(), ErrInvalid) })
+	if d, _ := c.Domain("b_v1"); d.Generation != 1 {
+		t.Fatalf("the offending version of b_v1 is served: %v", d)
+	}
+	if _, err := c.Refresh(context.Background(), "b_v1"); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := c.Domain("b_v1"); d.Generation != 1 {
+		t.Fatalf("Refresh took the offending version: %v", d)
+	}
+	if !c.IsOwner("owner-a") || c.IsOwner("client") {
+		t.Fatal("IsOwner")
+	}
+}
+
+// TestCacheEmptyListingKeepsDomains: a source that suddenly lists nothing is
+// a fault, not a removal.
+func TestCacheEmptyListingKeepsDomains(t *testing.T) {
+	a := genDomain(t, "a_v1", "urn:test:a", 1, Policy{})
+	b := genDomain(t, "b_v1", "urn:test:b", 1, Policy{})
+	src := &memSource{}
+	src.set(a, b)
+	c, err := NewCache(context.Background(), src, &CacheOptions{Interval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src.set()
+	eventually(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
+	if got := c.Domains(); len(got) != 2 {
+		t.Fatalf("domains wiped: %v", got)
+	}
+	// One domain removed from a listing that still has the other: removed.
+	src.set(a)
+	eventually(t, 2*time.Second, "b_v1 removed", func() bool { return len(c.Domains()) == 1 && c.Health() == nil })
 }

@@ -194,9 +194,9 @@ func TestFileStoreMaxLifetime(t *testing.T) {
 		t.Fatalf("after rotation: %v, %v", d, err)
 	}
 
-	// NewVersion copies everything, audience included.
+	// NewVersion copies everything but the audience, which is its own.
 	v2, err := s.NewVersion(ctx, spec.Name, "prescriptions_v2")
-	if err != nil || v2.MaxLifetime != 36*time.Hour || v2.Audience != spec.Audience {
+	if err != nil || v2.MaxLifetime != 36*time.Hour || v2.Audience != NextAudience(spec.Audience, "prescriptions_v2") {
 		t.Fatalf("NewVersion = %v (max lifetime %v), %v", v2, v2.MaxLifetime, err)
 	}
 	// NewVersionWith takes the new domain's settings.

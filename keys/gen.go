@@ -127,10 +127,9 @@ func GenerateDomainWith(spec DomainSpec, opts DomainOptions, rnd io.Reader) (*Do
 }
 
 // NextVersionSpec returns the spec of the domain that replaces old under the
-// name newName: same audience, TTL and policy. See [Admin].NewVersion. A new
-// version should have its own audience (audiences are unique, see
-// [ValidateSet]): set one, for example [NextAudience], and create it with
-// [Creator].NewVersionWith.
+// name newName: its own audience, NextAudience(old.Audience, newName)
+// (audiences are unique, see [ValidateSet]), and the same TTL and policy.
+// See [Admin].NewVersion; [Creator].NewVersionWith takes another audience.
 func NextVersionSpec(old *Domain, newName string) (DomainSpec, error) {
 	if old.Name == newName {
 		return DomainSpec{}, fmt.Errorf("%w: new version of %q must have another name", ErrInvalid, old.Name)
@@ -138,7 +137,7 @@ func NextVersionSpec(old *Domain, newName string) (DomainSpec, error) {
 	if !ValidName(newName) {
 		return DomainSpec{}, fmt.Errorf("%w: domain name %q: want 1 to %d characters from [a-z0-9_.-]", ErrInvalid, newName, MaxNameLen)
 	}
-	return DomainSpec{Name: newName, Audience: old.Audience, TTL: old.TTL, Policy: old.Policy.Clone()}, nil
+	return DomainSpec{Name: newName, Audience: NextAudience(old.Audience, newName), TTL: old.TTL, Policy: old.Policy.Clone()}, nil
 }
 
 // Clone returns a deep copy of p.

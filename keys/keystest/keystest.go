@@ -106,7 +106,7 @@ func TestAdmin(t *testing.T, s keys.Admin) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nd.Name != "prescriptions_v2" || nd.Audience != Spec.Audience || nd.Transit.Active != "t1" ||
+	if nd.Name != "prescriptions_v2" || nd.Audience != keys.NextAudience(Spec.Audience, "prescriptions_v2") || nd.Transit.Active != "t1" ||
 		fmt.Sprint(nd.Policy.Pseudonymize) != fmt.Sprint(Spec.Policy.Pseudonymize) {
 		t.Fatalf("NewVersion = %v %+v", nd, nd.Policy)
 	}
