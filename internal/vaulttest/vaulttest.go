@@ -9,6 +9,10 @@
 // A dev server keeps its data in memory: after [Server.Stop] and
 // [Server.Restart] it is empty again (same address, same root token), and
 // the test seeds it again.
+//
+// [StartCluster] runs a Vault HA cluster instead: three nodes with
+// integrated storage (raft), each a [Server] that keeps its data across
+// Stop and Restart.
 package vaulttest
 
 import (
@@ -46,6 +50,10 @@ type Server struct {
 	listen string
 	dir    string
 	tls    bool
+	// config is the server's configuration file for a node of a Cluster
+	// (not dev mode), and cluster that cluster.
+	config  string
+	cluster *Cluster
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -162,7 +170,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// start runs the server and waits until it answers.
+// start runs the server and waits until it answers: a dev server as the
+// active node, a cluster node unsealed (once the cluster is initialized).
 func (s *Server) start() error {
 	home := filepath.Join(s.dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
@@ -173,6 +182,9 @@ func (s *Server) start() error {
 		"-dev-listen-address=" + s.listen,
 		"-dev-no-store-token",
 		"-log-level=warn",
+	}
+	if s.config != "" {
+		args = []string{"server", "-config=" + s.config, "-log-level=warn"}
 	}
 	if s.tls {
 		certDir := filepath.Join(s.dir, "tls")
@@ -200,6 +212,23 @@ func (s *Server) start() error {
 		s.stop()
 		return err
 	}
+	if s.cluster == nil {
+		// A dev server is ready once it is the active node.
+		return s.waitHealth(hc, exited, "become active", func(code int) bool { return code == http.StatusOK })
+	}
+	// A cluster node answers sealed (or uninitialized) first.
+	if err := s.waitHealth(hc, exited, "answer", func(int) bool { return true }); err != nil {
+		return err
+	}
+	if key := s.cluster.key(); key != "" {
+		return s.unseal(hc, exited, key)
+	}
+	return nil
+}
+
+// waitHealth polls sys/health until ok accepts its status code; after 60 s
+// it stops the server and fails.
+func (s *Server) waitHealth(hc *http.Client, exited <-chan struct{}, what string, ok func(code int) bool) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
@@ -208,15 +237,17 @@ func (s *Server) start() error {
 		default:
 		}
 		resp, err := hc.Get(s.Addr + "/v1/sys/health")
+		code := 0
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			code = resp.StatusCode
+			if ok(code) {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return fmt.Errorf("vault did not answer within 60s: %v\n%s", err, tail(s.logs(), 3000))
+			return fmt.Errorf("vault did not %s within 60s: status %d, %v\n%s", what, code, err, tail(s.logs(), 3000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -287,7 +318,9 @@ func (s *Server) Stop(t testing.TB) {
 }
 
 // Restart starts the server again on the same address with the same root
-// token. Its storage is empty: seed it again.
+// token. The storage of a dev server is empty: seed it again. A node of a
+// Cluster keeps its data; Restart unseals it and waits until it is back in
+// the cluster (standby or active).
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.stop()
@@ -302,31 +335,44 @@ func (s *Server) Restart(t testing.TB) {
 }
 
 // Client returns a client of the server with the root token, without
-// retries.
+// retries (see ClientWithToken).
 func (s *Server) Client(t testing.TB) *api.Client {
 	t.Helper()
 	return s.ClientWithToken(t, s.RootToken)
 }
 
 // ClientWithToken returns a client of the server that uses token, without
-// retries.
+// retries; for a node of a Cluster, with the Vault client's default
+// retries of network errors and 5xx answers, since a raft cluster on a
+// loaded machine may be without a leader for a moment.
 func (s *Server) ClientWithToken(t testing.TB, token string) *api.Client {
 	t.Helper()
+	c, err := s.apiClient(token)
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	if s.cluster != nil {
+		c.SetMaxRetries(2) // the Vault client's default
+	}
+	return c
+}
+
+func (s *Server) apiClient(token string) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
 	cfg.MaxRetries = 0
 	cfg.Timeout = 10 * time.Second
 	if s.CACert != "" {
 		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
-			t.Fatalf("vaulttest: %v", err)
+			return nil, err
 		}
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
-		t.Fatalf("vaulttest: %v", err)
+		return nil, err
 	}
 	c.SetToken(token)
-	return c
+	return c, nil
 }
 
 // EnableKV mounts a KV version 2 secrets engine at path.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -20,7 +21,17 @@ import (
 // values of the VAULT_* environment variables the Vault client reads
 // (VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, …).
 type Config struct {
-	// Address of Vault, such as "https://vault.example:8200".
+	// Address of Vault, such as "https://vault.example:8200", or the
+	// addresses of the nodes of a Vault HA cluster separated by commas,
+	// such as "https://10.0.0.1:8200,https://10.0.0.2:8200,https://10.0.0.3:8200".
+	// With several addresses the store follows the active node: a request
+	// goes to the node that answered last and, when that node fails (a
+	// network error, a 5xx such as sealed or "local node not active") or
+	// is a standby, to the next ones, each at most once per request (and
+	// within its context); the store then sticks to the node that
+	// answered. Login and token renewal go the same way. Requests ask
+	// standbys not to forward them, so only the active node serves the
+	// store. All nodes share CACert.
 	Address string
 	// CACert is a PEM file of the CA certificates that verify Vault's TLS
 	// certificate.
@@ -65,6 +76,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
 	}
+	var nodes []*url.URL
+	if strings.Contains(vc.Address, ",") {
+		var err error
+		if nodes, err = splitAddresses(vc.Address); err != nil {
+			return nil, err
+		}
+		vc.Address = nodes[0].String()
+	}
 	vc.Timeout = 30 * time.Second
 	if cfg.Timeout > 0 {
 		vc.Timeout = cfg.Timeout
@@ -80,13 +99,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("vault: CA certificate %s: %v", cfg.CACert, err)
 		}
 	}
-	client, err := api.NewClient(vc)
-	if err != nil {
-		return nil, fmt.Errorf("vault: %v", err)
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if len(nodes) > 1 {
+		t, ok := vc.HttpClient.Transport.(*http.Transport)
+		if !ok {
+			return nil, fmt.Errorf("vault: unexpected HTTP transport %T", vc.HttpClient.Transport)
+		}
+		vc.HttpClient.Transport = failoverTransport(t, nodes, vc.Timeout, log)
+	}
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %v", err)
 	}
 	a := &authenticator{client: client, log: log, stop: make(chan struct{}), done: make(chan struct{})}
 	var first *api.Secret

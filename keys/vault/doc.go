@@ -53,4 +53,24 @@
 // secret_id, production), keeps the token alive with a
 // [api.LifetimeWatcher] and logs in again before it reaches its maximum
 // TTL. TLS to Vault is verified with Config.CACert.
+//
+// # High availability
+//
+// Config.Address may list the nodes of a Vault HA cluster (integrated
+// storage) separated by commas:
+//
+//	https://vault-0:8200,https://vault-1:8200,https://vault-2:8200
+//
+// The store then follows the active node. Its requests ask standbys not to
+// forward them (X-Vault-No-Request-Forwarding), and each request goes to
+// the node that answered the previous one. When that node cannot be
+// reached, answers with a 5xx (sealed, "local node not active but active
+// cluster node not found", no active node during an election) or is a
+// standby (a redirect), the request goes to the next address, each address
+// at most once per request and never past the request's context; the
+// store sticks to the first node that answers. A request that no node
+// answers fails as with a single address (keys.ErrUnavailable, after
+// Config.MaxRetries retries); the other errors are classified as with a
+// single address too. Login (AppRole), token lookup, renewal and
+// revocation go through the same failover.
 package vault

@@ -1,0 +1,76 @@
+package vaulttest_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
+)
+
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	cl := vaulttest.StartCluster(t)
+	t.Logf("cluster up in %v", time.Since(start).Round(100*time.Millisecond))
+	if len(cl.Nodes) != 3 || strings.Count(cl.Addr(), ",") != 2 || cl.RootToken == "" {
+		t.Fatalf("cluster: %d nodes, Addr %q", len(cl.Nodes), cl.Addr())
+	}
+	active := cl.Active(t, time.Minute)
+	active.EnableKV(t, "kv")
+	if _, err := active.Client(t).KVv2("kv").Put(t.Context(), "a", map[string]any{"x": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	// Every node serves, standbys by forwarding to the active node.
+	for i, n := range cl.Nodes {
+		if n.RootToken != cl.RootToken {
+			t.Fatalf("node %d has another root token", i)
+		}
+		if _, err := n.Client(t).KVv2("kv").Get(t.Context(), "a"); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+
+	// Stop the active node: another becomes active, with the data.
+	stopped := time.Now()
+	i := cl.Index(active)
+	cl.Stop(t, i)
+	next := cl.Active(t, time.Minute)
+	t.Logf("node %d active %v after node %d stopped", cl.Index(next), time.Since(stopped).Round(100*time.Millisecond), i)
+	if next == active {
+		t.Fatal("the stopped node is active")
+	}
+	if s, err := next.Client(t).KVv2("kv").Get(t.Context(), "a"); err != nil || s.Data["x"] != "1" {
+		t.Fatalf("after the failover: %v, %v", s, err)
+	}
+	if _, err := active.Client(t).Sys().Health(); err == nil {
+		t.Fatal("the stopped node answers")
+	}
+
+	// The stopped node comes back as a standby, with the data written
+	// meanwhile.
+	if _, err := next.Client(t).KVv2("kv").Put(t.Context(), "b", map[string]any{"y": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	cl.Start(t, i)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		l, err := active.Client(t).Sys().Leader()
+		if err == nil && !l.IsSelf && l.LeaderAddress == next.Addr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node: sys/leader %+v, %v; want a standby of %s", l, err, next.Addr)
+		}
+	}
+	// Right after it found the active node, a standby may still fail to
+	// forward for a moment.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s, err := active.Client(t).KVv2("kv").Get(t.Context(), "b")
+		if err == nil && s.Data["y"] == "2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node: %v, %v", s, err)
+		}
+	}
+}
