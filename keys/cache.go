@@ -80,14 +80,17 @@ type snapshot struct {
 	anyOwner bool
 }
 
-func newSnapshot(domains map[string]*Domain, generation uint64) *snapshot {
+// newSnapshot makes a snapshot of domains. The owners of refused domains
+// (read, but refused for an invariant across domains) count as owners too:
+// refusing an owner's domain must not let it identify elsewhere.
+func newSnapshot(domains map[string]*Domain, generation uint64, refused ...*Domain) *snapshot {
 	s := &snapshot{
 		domains:    domains,
 		names:      slices.Sorted(maps.Keys(domains)),
 		generation: generation,
 		owners:     map[string]bool{},
 	}
-	for _, d := range domains {
+	for _, d := range slices.Concat(slices.Collect(maps.Values(domains)), refused) {
 		for _, o := range d.Policy.Owners {
 			if o == "*" {
 				s.anyOwner = true
@@ -224,7 +227,7 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 	}
 	next := maps.Clone(old.domains)
 	next[name] = d
-	if errs := c.keepConsistent(old, next); len(errs) > 0 {
+	if errs, _ := c.keepConsistent(old, next); len(errs) > 0 {
 		c.log.Error("keys: a domain breaks an invariant across domains and is not taken", "err", errors.Join(errs...))
 		if next[name] != d {
 			return c.Domain(name)
@@ -244,8 +247,7 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 // Health. Domains that were already served and did not change are kept
 // even if they offend (the service's authorizer refuses owners anyway):
 // faults degrade, they never wipe.
-func (c *Cache) keepConsistent(old *snapshot, next map[string]*Domain) []error {
-	var errs []error
+func (c *Cache) keepConsistent(old *snapshot, next map[string]*Domain) (errs []error, refused []*Domain) {
 	for range 2 {
 		bad := ValidateSet(slices.Collect(maps.Values(next)))
 		if len(bad) == 0 {
@@ -254,6 +256,7 @@ func (c *Cache) keepConsistent(old *snapshot, next map[string]*Domain) []error {
 		reverted := false
 		for _, name := range slices.Sorted(maps.Keys(bad)) {
 			d, served := old.domains[name]
+			refused = append(refused, next[name])
 			switch {
 			case !served:
 				delete(next, name)
@@ -273,7 +276,7 @@ func (c *Cache) keepConsistent(old *snapshot, next map[string]*Domain) []error {
 			break
 		}
 	}
-	return errs
+	return errs, refused
 }
 
 // Close stops polling. The cache keeps serving its last snapshot.
@@ -392,7 +395,8 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 		}
 		next[name] = nd
 	}
-	invalid = append(invalid, c.keepConsistent(old, next)...)
+	setErrs, refused := c.keepConsistent(old, next)
+	invalid = append(invalid, setErrs...)
 	for name, nd := range next {
 		if d, ok := old.domains[name]; !ok || d != nd {
 			changed = append(changed, name)
@@ -405,7 +409,7 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 	}
 	if len(changed) > 0 {
 		slices.Sort(changed)
-		c.snap.Store(newSnapshot(next, old.generation+1))
+		c.snap.Store(newSnapshot(next, old.generation+1, refused...))
 	}
 	return changed, errors.Join(invalid...)
 }

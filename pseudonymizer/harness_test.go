@@ -41,7 +41,7 @@ import (
 var testSpecs = []keys.DomainSpec{
 	{Name: "rx_v1", Audience: "urn:test:rx:v1", Policy: keys.Policy{
 		Pseudonymize: []string{"prescriber", "pharmacy"},
-		Identify:     []string{"pharmacy", "rx-owner"},
+		Identify:     []string{"pharmacy"},
 		Owners:       []string{"rx-owner"},
 		Convert:      map[string][]string{"rx_v2": {"rx-owner"}, "ghost_v1": {"rx-owner"}},
 	}},

@@ -2,6 +2,7 @@ package pseudonymizer
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"testing"
 
@@ -36,6 +37,28 @@ func (m *memSource) Version(ctx context.Context, name string) (uint64, error) {
 		return 0, err
 	}
 	return d.Generation, nil
+}
+
+// rawSet is a KeySource serving domains as they are, without the cache's
+// validation.
+type rawSet map[string]*keys.Domain
+
+func (r rawSet) Domain(name string) (*keys.Domain, error) {
+	if d, ok := r[name]; ok {
+		return d, nil
+	}
+	return nil, keys.ErrUnknownDomain
+}
+
+func (r rawSet) Health() error { return nil }
+
+func (r rawSet) IsOwner(p string) bool {
+	for _, d := range r {
+		if slices.Contains(d.Policy.Owners, p) || slices.Contains(d.Policy.Owners, "*") {
+			return true
+		}
+	}
+	return false
 }
 
 // subsets returns every subset of set.
@@ -86,7 +109,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	checked := 0
+	checked, refused := 0, 0
 	var gen uint64
 	for _, p1 := range pols {
 		for _, p2 := range pols {
@@ -98,7 +121,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 				d.Generation = gen
 				src.domains[names[i]] = &d
 			}
-			cache, err := keys.NewCache(ctx, src, nil)
+			cache, err := keys.NewCache(ctx, src, &keys.CacheOptions{Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +131,13 @@ func TestOwnersNeverIdentify(t *testing.T) {
 				for i, name := range names {
 					d, err := cache.Domain(name)
 					if err != nil {
-						continue // refused by validation at load: nothing served
+						// Refused at load (keys.ValidateSet): nothing is
+						// served, every call is denied.
+						if _, err := s.domain(name); err == nil {
+							t.Fatalf("%s refused by the cache but prepared by the server", name)
+						}
+						refused++
+						continue
 					}
 					canID := canIdentify(s, d.Policy, who)
 					listed := slices.Contains(d.Policy.Identify, who) || slices.Contains(d.Policy.Identify, "*")
@@ -135,10 +164,21 @@ func TestOwnersNeverIdentify(t *testing.T) {
 				}
 			}
 			_ = cache.Close()
+			// Defence in depth: even a source that validates nothing (every
+			// domain served as it is) lets no owner identify.
+			raw := NewServer(rawSet(src.domains))
+			for _, who := range principals {
+				owner := slices.Contains(p1.owners, who) || slices.Contains(p2.owners, who)
+				for _, name := range names {
+					if owner && canIdentify(raw, src.domains[name].Policy, who) {
+						t.Fatalf("unvalidated source: owner %q may identify in %s: %+v / %+v", who, name, p1, p2)
+					}
+				}
+			}
 		}
 	}
-	if checked < 100000 {
-		t.Fatalf("only %d checks ran", checked)
+	if checked+refused != len(pols)*len(pols)*len(principals)*len(names) || checked < 50000 {
+		t.Fatalf("%d checks on served domains, %d on refused ones", checked, refused)
 	}
-	t.Logf("%d configurations, %d principal×domain checks", len(pols)*len(pols), checked)
+	t.Logf("%d configurations: %d principal×domain checks on served domains, %d on domains refused at load", len(pols)*len(pols), checked, refused)
 }

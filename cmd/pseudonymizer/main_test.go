@@ -50,7 +50,7 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	// Defaults.
-	if c.maxMsgSize != 4<<20 || c.pollInterval != keys.DefaultPollInterval || c.metricsListen != "127.0.0.1:9090" {
+	if c.maxMsgSize != 0 || c.pollInterval != keys.DefaultPollInterval || c.metricsListen != "127.0.0.1:9090" {
 		t.Fatalf("defaults %+v", c)
 	}
 
@@ -85,8 +85,8 @@ func TestConfigChecks(t *testing.T) {
 		want string // part of the error; "" for none
 	}{
 		{[]string{"-dev"}, nil, ""},
-		{[]string{"-dev", "-listen", "0.0.0.0:50051"}, nil, "refusing plaintext"},
-		{[]string{"-dev", "-listen", ":50051"}, nil, "refusing plaintext"},
+		{[]string{"-dev", "-listen", "0.0.0.0:50051"}, nil, "-dev is loopback-only"},
+		{[]string{"-dev", "-listen", ":50051"}, nil, "-dev is loopback-only"},
 		{[]string{"-listen", "127.0.0.1:1"}, nil, "TLS is required"},
 		{[]string{"-tls-cert", "c", "-tls-key", "k", "-vault-addr", "https://v"}, nil, "no way to identify callers"},
 		{[]string{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca"}, nil, "no key store"},
@@ -109,6 +109,42 @@ func TestConfigChecks(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%v: %v; want an error with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestDevLoopbackOnly enumerates -dev with every transport setting (plaintext,
+// TLS, mTLS, mTLS and bearer tokens) and every listener flag over loopback,
+// private, public and wildcard addresses: the configuration is accepted
+// exactly when every listener given is on a loopback address.
+func TestDevLoopbackOnly(t *testing.T) {
+	transports := [][]string{
+		nil,
+		{"-tls-cert", "c", "-tls-key", "k"},
+		{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca"},
+		{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca", "-jwt-key", "j", "-jwt-issuer", "i", "-jwt-audience", "a"},
+	}
+	addrs := map[string]bool{
+		"127.0.0.1:1": true, "[::1]:1": true, "localhost:1": true, "127.9.9.9:1": true,
+		"0.0.0.0:1": false, ":1": false, "[::]:1": false, "10.0.0.1:1": false, "192.168.0.1:1": false, "8.8.8.8:1": false, "example.org:1": false,
+	}
+	n := 0
+	for _, tr := range transports {
+		for _, flagName := range []string{"-listen", "-health-listen", "-metrics-listen"} {
+			for addr, ok := range addrs {
+				args := append([]string{"-dev", flagName, addr}, tr...)
+				c, err := parseConfig(args, env(nil), io.Discard)
+				if err == nil {
+					err = c.check(env(nil))
+				}
+				if (err == nil) != ok {
+					t.Errorf("%v: %v, want accepted=%v", args, err, ok)
+				}
+				n++
+			}
+		}
+	}
+	if n != len(transports)*3*len(addrs) {
+		t.Fatalf("%d combinations", n)
 	}
 }
 
