@@ -2,7 +2,9 @@ package pseudonymizer_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,5 +104,67 @@ func TestUnknownKidRefreshesKeys(t *testing.T) {
 	}
 	if got := src.reads.Load() - reads; got != 1 {
 		t.Fatalf("%d reads after a flood of unknown kids, want 1 (rate-limited)", got)
+	}
+}
+
+// hangingSource is a store that stops answering once hang is set: its
+// reads wait until their context ends, and say so.
+type hangingSource struct {
+	keys.Source
+	hang      atomic.Bool
+	cancelled chan error
+}
+
+func (h *hangingSource) Domain(ctx context.Context, name string) (*keys.Domain, error) {
+	if !h.hang.Load() {
+		return h.Source.Domain(ctx, name)
+	}
+	<-ctx.Done()
+	h.cancelled <- ctx.Err()
+	return nil, keys.ErrUnavailable
+}
+
+// TestUnknownKidRefreshBounded: while the key store hangs (Vault down, its
+// connections black-holed), a call carrying an unknown kid is not held up
+// by the store: the refresh gives up at pseudonymizer.RefreshTimeout (the
+// call's own deadline is far longer), and the item fails with UNKNOWN_KID.
+func TestUnknownKidRefreshBounded(t *testing.T) {
+	ctx := context.Background()
+	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := keys.DomainSpec{Name: "rx_v1", Audience: "urn:test:rx", Policy: keys.Policy{Pseudonymize: []string{"*"}, Identify: []string{"*"}}}
+	if _, err := store.CreateDomain(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	src := &hangingSource{Source: store, cancelled: make(chan error, 1)}
+	cache, err := keys.NewCache(ctx, src, &keys.CacheOptions{Interval: time.Hour, Timeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	srv := pseudonymizer.NewServer(cache)
+	src.hang.Store(true)
+
+	forged, _ := keys.GenerateDomain(spec, nil)
+	forged.Transit.Active, forged.Transit.Keys = "t9", map[string]keys.Secret{"t9": forged.Transit.Keys["t1"]}
+	fo, _ := owner.New(ctx, "rx_v1", owner.StaticKeys{D: forged}, owner.WithRefreshInterval(0))
+	var p [32]byte
+	b0, _, _ := client.Blind([]byte("85073003328"))
+	copy(p[:], b0)
+	ftp, _ := fo.InTransit(p)
+	fb, _, _ := client.BlindTransit(ftp)
+	call, cancel := context.WithTimeout(auth.WithPrincipal(ctx, "pharmacist"), time.Hour)
+	defer cancel()
+	resp, err := srv.Identify(call, &pb.IdentifyRequest{Domain: "rx_v1", Items: []*pb.IdentifyItem{{Blinded: fb, TransitInfo: ftp.Info}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := resp.GetResults()[0].GetError(); e == nil || !strings.Contains(e.String(), "ERROR_REASON_UNKNOWN_KID") {
+		t.Fatalf("item: %v, want UNKNOWN_KID", resp.GetResults()[0])
+	}
+	if err := <-src.cancelled; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the store read ended with %v, want the refresh deadline", err)
 	}
 }
