@@ -40,6 +40,15 @@
 //     config.json of deploy/kubernetes (paths and addresses pointed at the
 //     test's), against a Vault served over TLS: a key the binary does not
 //     know would crash the pods.
+//   - TestVaultHA starts a three-node Vault cluster (integrated storage,
+//     raft) on loopback, points the service at all three nodes, stops the
+//     active node under load (no call may fail) and checks that the service
+//     follows the new active node.
+//   - TestHostileInputs runs a table of attacks (bad points, lengths and
+//     encodings, transitInfo tampering, authentication bypasses, floods,
+//     faults) against the production-mode binary, each with its expected
+//     code and reason, and checks after each one that the process is alive
+//     and its RSS bounded.
 //
 // # How the blind property is checked
 //

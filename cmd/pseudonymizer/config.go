@@ -109,7 +109,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.healthInterval, "health-interval", grpcserver.DefaultHealthInterval, "how often the health status is refreshed")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight calls may run after SIGTERM/SIGINT")
 
-	fs.StringVar(&c.vaultAddr, "vault-addr", "", "Vault `url` (the key store outside development mode; default $VAULT_ADDR)")
+	fs.StringVar(&c.vaultAddr, "vault-addr", "", "Vault `url`s, comma-separated for the nodes of an HA cluster (the key store outside development mode; default $VAULT_ADDR)")
 	fs.StringVar(&c.vaultToken, "vault-token", "", "Vault token (prefer $VAULT_TOKEN or AppRole: arguments are visible in ps)")
 	fs.StringVar(&c.vaultRoleID, "vault-role-id", "", "AppRole role_id (logs in with AppRole instead of a token)")
 	fs.StringVar(&c.vaultSecretIDFile, "vault-secret-id-file", "", "`file` holding the AppRole secret_id")
