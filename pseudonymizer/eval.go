@@ -47,11 +47,11 @@ type Domain struct {
 	generation  uint64
 	// seals counts the transitInfo values sealed under the active transit
 	// key; nil means no limit (see [SealLimiter]).
-	seals      *sealCount
-	k, kInv    *ristretto255.Scalar
-	transit    *transit.KeySet
-	policy     keys.Policy
-	kids       []string
+	seals   *sealCount
+	k, kInv *ristretto255.Scalar
+	transit *transit.KeySet
+	policy  keys.Policy
+	kids    []string
 }
 
 // NewDomain prepares a domain's keys for evaluation.
