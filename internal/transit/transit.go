@@ -389,9 +389,11 @@ func jsonInt(b []byte, i int) (int64, int, bool) {
 // parts splits a compact JWE into its five parts and decodes the protected
 // header strictly: alg "dir" (so an empty encrypted key), enc "A256GCM",
 // kid, aud, iat and exp present, sub a non-empty string when present, no
-// other member (in particular no "crit" and no "zip").
+// other member (in particular no "typ", "cty", "crit" and no "zip"). CR
+// and LF are refused anywhere: Go's base64 decoder would skip them, and a
+// transitInfo has one text form.
 func parts(ti string) (h *Header, p [5]string, err error) {
-	if len(ti) > MaxLen {
+	if len(ti) > MaxLen || strings.ContainsAny(ti, "\r\n") {
 		return nil, p, ErrMalformed
 	}
 	rest := ti

@@ -288,6 +288,88 @@ func TestStrictHeader(t *testing.T) {
 	}
 }
 
+// TestRefusedHeaderMembers: the protected header holds exactly alg, enc,
+// kid, aud, iat, exp and optionally sub (docs/PROTOCOL.md, "transitInfo").
+// Any other member is refused with ErrMalformed even when the transitInfo
+// is correctly sealed under an accepted key, wherever the member stands:
+// typ and cty (which Seal never writes, and which RFC 7516 lets a JOSE
+// library accept) as much as the members that change how a JWE is
+// processed (zip, crit, the key and certificate references, the members of
+// other algorithms) and JWT claims that this protocol does not define.
+// ParseHeader, which clients and pseudonym.ParseTransit use without a key,
+// refuses them too.
+func TestRefusedHeaderMembers(t *testing.T) {
+	ks := keySet(t)
+	sc := base64.RawURLEncoding.EncodeToString(scalar(t).Bytes())
+	payload := []byte(`{"scalar":"` + sc + `"}`)
+	nonce := make([]byte, 12)
+	const base = `"alg":"dir","enc":"A256GCM","kid":"k1","aud":"a","iat":1,"exp":2`
+	check := &Check{Aud: "a", Now: time.Unix(1, 0)}
+	if _, err := ks.Open(sealRaw([]byte("{"+base+"}"), payload, key1, nonce), check); err != nil {
+		t.Fatalf("header without extra members refused: %v", err)
+	}
+	for _, member := range []string{
+		`"typ":"JWE"`,
+		`"typ":"JOSE"`,
+		`"cty":"JWT"`,
+		`"cty":"application/json"`,
+		`"zip":"DEF"`,
+		`"crit":["exp"]`,
+		`"jku":"https://example.org/jwks.json"`,
+		`"jwk":{"kty":"oct","k":"AAAA"}`,
+		`"x5u":"https://example.org/cert.pem"`,
+		`"x5c":["AAAA"]`,
+		`"x5t":"AAAA"`,
+		`"x5t#S256":"AAAA"`,
+		`"epk":{"kty":"OKP","crv":"X25519","x":"AAAA"}`,
+		`"apu":"AAAA"`,
+		`"apv":"AAAA"`,
+		`"iv":"AAAAAAAAAAAAAAAA"`,
+		`"tag":"AAAAAAAAAAAAAAAAAAAAAA"`,
+		`"p2s":"AAAA"`,
+		`"p2c":1000`,
+		`"b64":false`,
+		`"nbf":1`,
+		`"iss":"x"`,
+		`"jti":"x"`,
+		`"scalar":"` + sc + `"`,
+		`"Kid":"k1"`,
+		`"":""`,
+	} {
+		for _, h := range []string{"{" + member + "," + base + "}", "{" + base + "," + member + "}"} {
+			ti := sealRaw([]byte(h), payload, key1, nonce)
+			if _, err := ks.Open(ti, check); !errors.Is(err, ErrMalformed) {
+				t.Errorf("Open with %s: got %v, want ErrMalformed", h, err)
+			}
+			if _, err := ParseHeader(ti); !errors.Is(err, ErrMalformed) {
+				t.Errorf("ParseHeader with %s: got %v, want ErrMalformed", h, err)
+			}
+		}
+	}
+}
+
+// TestLineBreaksRefused: base64url parts are strict, so a transitInfo has
+// one text form. Go's base64 decoder skips CR and LF; Open and ParseHeader
+// refuse them in every part instead (a line break in the ciphertext part
+// would otherwise leave the tag valid).
+func TestLineBreaksRefused(t *testing.T) {
+	ks := keySet(t)
+	ti := seal(t, ks, scalar(t), Claims{Aud: aud, Iat: t0, TTL: time.Minute})
+	for i := range 5 {
+		for _, lb := range []string{"\n", "\r", "\r\n"} {
+			p := strings.Split(ti, ".")
+			p[i] = p[i][:len(p[i])/2] + lb + p[i][len(p[i])/2:]
+			bad := strings.Join(p, ".")
+			if _, err := ks.Open(bad, &Check{Aud: aud, Now: t0}); !errors.Is(err, ErrMalformed) {
+				t.Errorf("part %d with %q: Open = %v, want ErrMalformed", i, lb, err)
+			}
+			if _, err := ParseHeader(bad); !errors.Is(err, ErrMalformed) {
+				t.Errorf("part %d with %q: ParseHeader = %v, want ErrMalformed", i, lb, err)
+			}
+		}
+	}
+}
+
 func TestNewKeySet(t *testing.T) {
 	if _, err := NewKeySet("k1", map[string][]byte{"k1": key1[:16]}); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("short key: %v", err)
