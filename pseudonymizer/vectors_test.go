@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha3"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -78,6 +79,7 @@ type vecIdentify struct {
 	Nonce        string `json:"nonce"`
 	TransitPoint string `json:"transit_point"`
 	TransitInfo  string `json:"transit_info"`
+	TransitText  string `json:"transit_text"`
 	B            string `json:"b"`
 	Blinded      string `json:"blinded"`
 	Evaluated    string `json:"evaluated"`
@@ -92,6 +94,7 @@ type vecConvert struct {
 	S             string `json:"s"`
 	TransitPoint  string `json:"transit_point"`
 	TransitInfo   string `json:"transit_info"`
+	TransitText   string `json:"transit_text"`
 	B             string `json:"b"`
 	Blinded       string `json:"blinded"`
 	S2            string `json:"s2"`
@@ -99,6 +102,7 @@ type vecConvert struct {
 	Evaluated     string `json:"evaluated"`
 	TransitInfoTo string `json:"transit_info_to"`
 	TransitPointB string `json:"transit_point_to"`
+	TransitTextTo string `json:"transit_text_to"`
 	AtRestTo      string `json:"at_rest_to"`
 }
 
@@ -215,7 +219,7 @@ func computeVectors(t testing.TB) *vecFileT {
 		got := must(u.Identify(y[:]))
 		v.Identify = append(v.Identify, vecIdentify{
 			Seed: seed, AtRest: hx(P[:]), Sub: sub, S: hx(s.Bytes()), Nonce: hx(nonce), TransitPoint: hx(tp.Point[:]),
-			TransitInfo: tp.Info, B: hx(bScalar.Bytes()), Blinded: hx(blinded), Evaluated: hx(y[:]), ID: hx(got),
+			TransitInfo: tp.Info, TransitText: tp.String(), B: hx(bScalar.Bytes()), Blinded: hx(blinded), Evaluated: hx(y[:]), ID: hx(got),
 		})
 	}
 
@@ -234,8 +238,9 @@ func computeVectors(t testing.TB) *vecFileT {
 		arB := must(ownB.AtRest(ctx, tpB, at))
 		v.Convert = append(v.Convert, vecConvert{
 			Seed: seed, From: kdA.Name, To: kdB.Name, AtRestFrom: hx(P[:]), S: hx(s.Bytes()), TransitPoint: hx(tp.Point[:]),
-			TransitInfo: tp.Info, B: hx(bScalar.Bytes()), Blinded: hx(blinded), S2: hx(s2.Bytes()), Nonce2: hx(nonce2),
-			Evaluated: hx(ev.Point[:]), TransitInfoTo: ev.TransitInfo, TransitPointB: hx(tpB.Point[:]), AtRestTo: hx(arB[:]),
+			TransitInfo: tp.Info, TransitText: tp.String(), B: hx(bScalar.Bytes()), Blinded: hx(blinded), S2: hx(s2.Bytes()), Nonce2: hx(nonce2),
+			Evaluated: hx(ev.Point[:]), TransitInfoTo: ev.TransitInfo, TransitPointB: hx(tpB.Point[:]), TransitTextTo: tpB.String(),
+			AtRestTo: hx(arB[:]),
 		})
 	}
 	return v
@@ -287,8 +292,9 @@ func TestVectors(t *testing.T) {
 	kA := vecDecScalar(t, A.K)
 	kB := vecDecScalar(t, B.K)
 	k2 := vecDecScalar(t, file.OwnerK2)
-	t.Run("encode", func(t *testing.T) {
-		for _, e := range file.Encode {
+	for _, e := range file.Encode {
+		t.Run("encode/"+e.ID, func(t *testing.T) {
+			t.Parallel()
 			id := vecHex(t, e.ID)
 			p := vecHex(t, e.Point)
 			if p[0] != byte(e.Counter<<1) || int(p[1]) != len(id) || !bytes.Equal(p[2:2+len(id)], id) {
@@ -297,10 +303,11 @@ func TestVectors(t *testing.T) {
 			if _, err := point.Decode(p); err != nil {
 				t.Errorf("%s: not a point", e.ID)
 			}
-		}
-	})
-	t.Run("pseudonymize", func(t *testing.T) {
-		for _, p := range file.Pseudonymize {
+		})
+	}
+	for _, p := range file.Pseudonymize {
+		t.Run(p.Seed, func(t *testing.T) {
+			t.Parallel()
 			M := must(point.Encode(vecHex(t, p.ID)))
 			b, s := vecDecScalar(t, p.B), vecDecScalar(t, p.S)
 			vecEq(t, "blinded", p.Blinded, ristretto255.NewIdentityElement().ScalarMult(b, M))
@@ -317,13 +324,12 @@ func TestVectors(t *testing.T) {
 			if ar, err := pseudonym.ParseAtRest(p.AtRestText); err != nil || hx(ar[:]) != p.AtRest {
 				t.Errorf("at rest text")
 			}
-			if tp, err := pseudonym.ParseTransit(p.TransitText); err != nil || hx(tp.Point[:]) != p.TransitPoint || tp.Info != p.TransitInfo {
-				t.Errorf("transit text")
-			}
-		}
-	})
-	t.Run("identify", func(t *testing.T) {
-		for _, p := range file.Identify {
+			vecTransitText(t, "transit text", p.TransitText, p.TransitPoint, p.TransitInfo)
+		})
+	}
+	for _, p := range file.Identify {
+		t.Run(p.Seed, func(t *testing.T) {
+			t.Parallel()
 			P := vecPoint(t, p.AtRest)
 			s, b := vecDecScalar(t, p.S), vecDecScalar(t, p.B)
 			PT := ristretto255.NewIdentityElement().ScalarMult(s, P)
@@ -338,10 +344,12 @@ func TestVectors(t *testing.T) {
 			vecEq(t, "evaluated", p.Evaluated, ristretto255.NewIdentityElement().ScalarMult(inv, Bl))
 			M := must(point.Encode(vecHex(t, p.ID)))
 			vecEq(t, "identifier point", hx(M.Bytes()), ristretto255.NewIdentityElement().ScalarMult(ristretto255.NewScalar().Invert(kA), P))
-		}
-	})
-	t.Run("convert", func(t *testing.T) {
-		for _, p := range file.Convert {
+			vecTransitText(t, "transit text", p.TransitText, p.TransitPoint, p.TransitInfo)
+		})
+	}
+	for _, p := range file.Convert {
+		t.Run(p.Seed, func(t *testing.T) {
+			t.Parallel()
 			P := vecPoint(t, p.AtRestFrom)
 			s, b, s2 := vecDecScalar(t, p.S), vecDecScalar(t, p.B), vecDecScalar(t, p.S2)
 			PT := ristretto255.NewIdentityElement().ScalarMult(s, P)
@@ -358,8 +366,31 @@ func TestVectors(t *testing.T) {
 			// Owner B's pseudonym equals k_B·M, a direct pseudonymize into B.
 			M := ristretto255.NewIdentityElement().ScalarMult(ristretto255.NewScalar().Invert(kA), P)
 			vecEq(t, "at rest in B", p.AtRestTo, ristretto255.NewIdentityElement().ScalarMult(kB, M))
-		}
-	})
+			vecTransitText(t, "transit text", p.TransitText, p.TransitPoint, p.TransitInfo)
+			vecTransitText(t, "transit text to", p.TransitTextTo, p.TransitPointB, p.TransitInfoTo)
+		})
+	}
+}
+
+// vecTransitText checks the text form of a transit pseudonym: it parses
+// into the listed point and transitInfo (base64url of the point, ":", the
+// transitInfo), and pseudonym.Transit.String gives it back unchanged.
+func vecTransitText(t testing.TB, what, text, pointHex, info string) {
+	t.Helper()
+	tp, err := pseudonym.ParseTransit(text)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	if hx(tp.Point[:]) != pointHex || tp.Info != info {
+		t.Errorf("%s: parses into another point or transitInfo", what)
+	}
+	if tp.String() != text {
+		t.Errorf("%s: String gives %q, the file has %q", what, tp.String(), text)
+	}
+	if want := base64.RawURLEncoding.EncodeToString(vecHex(t, pointHex)) + ":" + info; text != want {
+		t.Errorf("%s: file has %q, base64url(point) + \":\" + transitInfo gives %q", what, text, want)
+	}
 }
 
 func vecHex(t testing.TB, s string) []byte {
