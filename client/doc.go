@@ -1,6 +1,6 @@
 // Package client is the SDK of prescriber and pharmacy software: it embeds
 // identifiers into ristretto255 points, blinds them, and unblinds the
-// service's answers (PROTOCOL.md).
+// service's answers (docs/PROTOCOL.md).
 //
 //	Client                                    Pseudonymizer(k)
 //	B, u := Blind(id)          --B-->

@@ -53,8 +53,9 @@
 // # How the blind property is checked
 //
 // The service must never receive nor log an identifier or a pseudonym at
-// rest (PROTOCOL.md). With mTLS, the bytes on the network are encrypted, so
-// a capture of them proves nothing. Two captures are therefore combined:
+// rest (docs/PROTOCOL.md). With mTLS, the bytes on the network are
+// encrypted, so a capture of them proves nothing. Two captures are
+// therefore combined:
 //
 //  1. In TestFlows (mTLS, Vault), every SDK connection has a client
 //     interceptor that records each request message serialized with the

@@ -1,8 +1,8 @@
 // Package identifier normalizes and validates the identifiers that are
 // pseudonymized, before the client SDK embeds them into points.
 //
-// An identifier is 1 to 29 bytes (PROTOCOL.md, "Encoding an identifier as a
-// point"). Two kinds are known: NISS/INSZ, the Belgian social security
+// An identifier is 1 to 29 bytes (docs/PROTOCOL.md, "Encoding an identifier
+// as a point"). Two kinds are known: NISS/INSZ, the Belgian social security
 // identification number (11 digits with a mod-97 check), and Raw, an opaque
 // value taken as is. Normalization makes equal identifiers byte-equal, which
 // is what makes their pseudonyms equal: "85.07.30-033.28" and "85073003328"

@@ -4,7 +4,7 @@
 // A domain (for example "prescriptions_v1") has a pseudonymization scalar k,
 // held by the service only, and a set of transit keys (AES-256-GCM, one of
 // them active) shared by the service and the domain's owners. See
-// PROTOCOL.md, "Domains and keys".
+// docs/PROTOCOL.md, "Domains and keys".
 //
 // Secret values are held in [Secret], which never prints its content.
 //

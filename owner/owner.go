@@ -13,7 +13,7 @@
 // sub), and makes transit forms of its stored pseudonyms to send back to
 // clients, without calling the service. With a second key k2 (double
 // pseudonymization) it stores k2·P, so that a leak of its database is
-// useless even to the service. See PROTOCOL.md.
+// useless even to the service. See docs/PROTOCOL.md.
 //
 // Owners never hold the domain scalar k and never call identify.
 //

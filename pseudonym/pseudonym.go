@@ -1,5 +1,5 @@
 // Package pseudonym defines the forms a pseudonym takes outside the service
-// and their text encodings (PROTOCOL.md, "Text forms"):
+// and their text encodings (docs/PROTOCOL.md, "Text forms"):
 //
 //   - at rest, P = k·M, what an owner stores: base64url (no padding) of the
 //     32-byte encoding, 43 characters;

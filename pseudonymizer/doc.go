@@ -1,6 +1,6 @@
 // Package pseudonymizer is the blind pseudonymization service: it holds each
 // domain's scalar k and transit keys, and evaluates blinded points for
-// authorized callers (PROTOCOL.md, the pseudonymizer.v1 gRPC API).
+// authorized callers (docs/PROTOCOL.md, the pseudonymizer.v1 gRPC API).
 //
 //	Client (id)                  Pseudonymizer(k, K)                 Owner(K)
 //	B = b·M(id)      --B-->      s random

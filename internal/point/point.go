@@ -1,5 +1,5 @@
 // Package point validates ristretto255 elements and scalars at the trust
-// boundary and embeds identifiers into elements, as PROTOCOL.md specifies
+// boundary and embeds identifiers into elements, as docs/PROTOCOL.md specifies
 // ("Encoding an identifier as a point", "Validation rules").
 //
 // All operations on scalars are constant time. Identifier encoding and
@@ -123,9 +123,10 @@ func RandomScalar(rnd io.Reader) (*ristretto255.Scalar, error) {
 	return nil, ErrZeroScalar
 }
 
-// Encode embeds an identifier of 1 to 29 bytes into a point, as PROTOCOL.md
-// specifies: b[0] = counter<<1, b[1] = len(v), b[2:] = v then zeros, taking
-// the first counter for which b is a canonical element encoding.
+// Encode embeds an identifier of 1 to 29 bytes into a point, as
+// docs/PROTOCOL.md specifies: b[0] = counter<<1, b[1] = len(v), b[2:] = v
+// then zeros, taking the first counter for which b is a canonical element
+// encoding.
 func Encode(v []byte) (*ristretto255.Element, error) {
 	if len(v) == 0 {
 		return nil, ErrEmptyIdentifier

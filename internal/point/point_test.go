@@ -45,7 +45,7 @@ func TestEncodeDeterministic(t *testing.T) {
 }
 
 func TestEncodeAverageTries(t *testing.T) {
-	// PROTOCOL.md says about 4 tries on average; check it is in that range
+	// docs/PROTOCOL.md says about 4 tries on average; check it is in that range
 	// so a regression in the loop (say, skipping valid counters) shows.
 	total := 0
 	const n = 400

@@ -6,7 +6,7 @@
 // when the same request would pass; nothing is evaluated.
 //
 // Rate limits bound the number of evaluations per key, which is what limits
-// the static Diffie-Hellman oracle (PROTOCOL.md, "Security notes").
+// the static Diffie-Hellman oracle (docs/PROTOCOL.md, "Security notes").
 //
 // The table of buckets is bounded: buckets idle for a while are dropped
 // (a dropped bucket would have refilled anyway), and when the table is full

@@ -1,5 +1,6 @@
 // Package transit seals and opens transitInfo, the compact JWE that carries
-// the transit scalar s of a pseudonym in transit (PROTOCOL.md, "transitInfo").
+// the transit scalar s of a pseudonym in transit (docs/PROTOCOL.md,
+// "transitInfo").
 //
 // A transitInfo is a compact JWE with alg "dir" and enc "A256GCM". Its
 // protected header carries kid, aud, iat, exp and optionally sub; its payload

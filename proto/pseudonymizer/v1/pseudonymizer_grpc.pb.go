@@ -34,8 +34,8 @@ const (
 //
 // Pseudonymizer is the blind pseudonymization service. It holds each domain's
 // pseudonymization scalar k and transit keys, and evaluates blinded points for
-// authorized callers. The protocol is described in PROTOCOL.md; this service
-// is its wire contract.
+// authorized callers. The protocol is described in docs/PROTOCOL.md; this
+// service is its wire contract.
 //
 // Pseudonymize, Identify and ConvertTo take one batch per call. Their *Stream
 // variants are for large jobs: the caller sends the batch as a sequence of
@@ -249,8 +249,8 @@ func (c *pseudonymizerClient) GetDomain(ctx context.Context, in *GetDomainReques
 //
 // Pseudonymizer is the blind pseudonymization service. It holds each domain's
 // pseudonymization scalar k and transit keys, and evaluates blinded points for
-// authorized callers. The protocol is described in PROTOCOL.md; this service
-// is its wire contract.
+// authorized callers. The protocol is described in docs/PROTOCOL.md; this
+// service is its wire contract.
 //
 // Pseudonymize, Identify and ConvertTo take one batch per call. Their *Stream
 // variants are for large jobs: the caller sends the batch as a sequence of
