@@ -8,6 +8,9 @@
 # but its module is on the Go module proxy. v1.21.0 builds once the go.mod
 # replace lines that point to ./nested modules are removed; later 1.21.x
 # patch releases do not build that way.
+#
+# With --cached it only prints the path of a cached binary (either cache),
+# and fails (status 1) without building when there is none.
 set -euo pipefail
 
 VAULT_VERSION="${VAULT_VERSION:-v1.21.0}"
@@ -20,6 +23,10 @@ shared_bin="$shared_dir/vault-$VAULT_VERSION"
 works() { [ -x "$1" ] && "$1" version >/dev/null 2>&1; }
 
 if works "$local_bin"; then echo "$local_bin"; exit 0; fi
+if [ "${1:-}" = --cached ]; then
+	if works "$shared_bin"; then echo "$shared_bin"; exit 0; fi
+	exit 1
+fi
 mkdir -p "$local_dir"
 # One build at a time: test packages run in parallel and each may call this
 # script. The others wait here, then find the binary cached.

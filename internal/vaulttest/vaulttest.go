@@ -1,10 +1,13 @@
 // Package vaulttest runs a real HashiCorp Vault server (dev mode) for tests.
 //
-// The binary comes from scripts/vault-bin.sh, which builds Vault from its Go
-// module once and caches it. The first build takes 5 to 20 minutes, more
-// than go test's default 10-minute timeout: run the script before the tests
-// (as CI should), or pass -timeout 40m. Tests that use this package never
-// skip: when Vault cannot be had they fail with the reason.
+// The binary is, in this order (see [Binary]): the one named by $VAULT_BIN
+// (scripts/test.sh exports it), a vault on $PATH that runs and reports a
+// version, or the one scripts/vault-bin.sh builds from Vault's Go module
+// once and caches. That first build takes 5 to 20 minutes, more than go
+// test's default 10-minute timeout: run the script before the tests (as CI
+// should), or pass -timeout 40m; a test process that starts the build says
+// so on stderr. Tests that use this package never skip: when Vault cannot
+// be had they fail with the reason.
 //
 // A dev server keeps its data in memory: after [Server.Stop] and
 // [Server.Restart] it is empty again (same address, same root token), and
@@ -22,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -71,28 +75,90 @@ func WithTLS() Option { return func(s *Server) { s.tls = true } }
 var (
 	binOnce sync.Once
 	binPath string
+	binFrom string
 	binErr  error
 )
 
-// Binary returns the path of the Vault binary, building it with
-// scripts/vault-bin.sh if needed (up to 30 minutes the first time).
+// Binary returns the path of the Vault binary: $VAULT_BIN when it is set
+// (it must run and report a version, or the test fails), else a vault on
+// $PATH that does, else the one scripts/vault-bin.sh builds once and caches
+// (5 to 20 minutes the first time, announced on stderr). The choice is made
+// once per test process.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() { binPath, binErr = buildBinary() })
+	binOnce.Do(func() {
+		binPath, binFrom, binErr = LookupBinary()
+		if binErr == nil && binPath == "" {
+			binPath, binErr = buildBinary(os.Stderr)
+			binFrom = "scripts/vault-bin.sh"
+		}
+	})
 	if binErr != nil {
 		t.Fatalf("vaulttest: no Vault binary: %v", binErr)
 	}
+	t.Logf("vaulttest: Vault %s (from %s)", binPath, binFrom)
 	return binPath
 }
 
-func buildBinary() (string, error) {
+// LookupBinary finds an existing Vault binary without building one: the
+// path in the environment variable VAULT_BIN when it is set, which must
+// run and report a version (an error otherwise: a VAULT_BIN that does not
+// work is a mistake to report, not to work around), else "vault" on PATH
+// when it runs and reports a version. from names where the binary was
+// found. It returns "" and no error when there is neither: Binary then
+// builds one with scripts/vault-bin.sh.
+func LookupBinary() (path, from string, err error) {
+	if bin := os.Getenv("VAULT_BIN"); bin != "" {
+		if err := checkVersion(bin); err != nil {
+			return "", "", fmt.Errorf("VAULT_BIN=%s is not a working Vault binary (%v): fix it, or unset it to use a vault on PATH or build one with scripts/vault-bin.sh", bin, err)
+		}
+		return bin, "VAULT_BIN", nil
+	}
+	if bin, err := exec.LookPath("vault"); err == nil && checkVersion(bin) == nil {
+		return bin, "PATH", nil
+	}
+	return "", "", nil
+}
+
+// checkVersion runs "bin version" and wants Vault's answer, "Vault v…".
+func checkVersion(bin string) error {
+	if _, err := os.Stat(bin); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "version").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s version: %v: %s", bin, err, tail(strings.TrimSpace(string(out)), 200))
+	}
+	if !strings.HasPrefix(string(out), "Vault v") {
+		return fmt.Errorf("%s version printed %q, not \"Vault v…\"", bin, tail(strings.TrimSpace(string(out)), 200))
+	}
+	return nil
+}
+
+// buildBinary gets the binary from scripts/vault-bin.sh: the cached one if
+// there is one, else one it builds, after telling w (stderr) why the tests
+// wait.
+func buildBinary(w io.Writer) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "vault-bin.sh"))
+	if bin, err := vaultBinScript(ctx, root, "--cached"); err == nil {
+		return bin, nil
+	}
+	fmt.Fprintln(w, "vaulttest: no VAULT_BIN and no working vault on PATH: building Vault once with scripts/vault-bin.sh "+
+		"(5-10 minutes; later runs reuse .cache/vault/). To skip this, set VAULT_BIN to a Vault binary or put vault on PATH; "+
+		"if go test times out meanwhile, run scripts/vault-bin.sh first or pass -timeout 40m.")
+	return vaultBinScript(ctx, root)
+}
+
+// vaultBinScript runs scripts/vault-bin.sh and returns the path it prints.
+func vaultBinScript(ctx context.Context, root string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "scripts", "vault-bin.sh")}, args...)...)
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
