@@ -32,6 +32,13 @@ var (
 	ErrExpired              = transit.ErrExpired
 	ErrNotYetValid          = transit.ErrNotYetValid
 	ErrSubjectMismatch      = transit.ErrSubjectMismatch
+	// ErrLifetimeTooLong: the transitInfo's exp − iat exceeds the domain's
+	// maximum lifetime.
+	ErrLifetimeTooLong = transit.ErrLifetimeTooLong
+	// ErrTransitKeyExhausted: the replica that answered reached the seal
+	// limit of the domain's active transit key; an administrator must
+	// rotate it.
+	ErrTransitKeyExhausted = transit.ErrKeyExhausted
 	// ErrMissingResult: the service's answer lacked an item.
 	ErrMissingResult = errors.New("client: the service returned no result for an item")
 )
@@ -45,6 +52,8 @@ var reasons = map[string]error{
 	pb.ErrorReason_ERROR_REASON_NOT_YET_VALID.String():          ErrNotYetValid,
 	pb.ErrorReason_ERROR_REASON_EXPIRED.String():                ErrExpired,
 	pb.ErrorReason_ERROR_REASON_WRONG_SUBJECT.String():          ErrSubjectMismatch,
+	pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG.String():      ErrLifetimeTooLong,
+	pb.ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED.String():  ErrTransitKeyExhausted,
 }
 
 // ItemError is the service's refusal of one item of a batch.

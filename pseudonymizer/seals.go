@@ -1,10 +1,11 @@
 package pseudonymizer
 
 import (
-	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 )
 
 // DefaultMaxSealsPerKey is the number of transitInfo values one process
@@ -17,7 +18,7 @@ const DefaultMaxSealsPerKey = 1 << 28
 // ErrTransitKeyExhausted is the error of an item that would need a seal
 // past the limit of the domain's active transit key: an administrator
 // must rotate the key.
-var ErrTransitKeyExhausted = errors.New("pseudonymizer: active transit key reached its seal limit; rotate it")
+var ErrTransitKeyExhausted = transit.ErrKeyExhausted
 
 // SealLimiter counts, per domain and transit key id, the transitInfo
 // values sealed by this process, and refuses seals past a limit. Counts

@@ -52,8 +52,14 @@ func MaxRecvMsgSizeFor(maxBatch int) int {
 	return 1024 + maxBatch*perItemBytes
 }
 
-// rawRequest receives a request body undecoded.
-type rawRequest struct{ b []byte }
+// rawRequest receives a request body undecoded. err is the error of
+// receiving it (too large, truncated), already answered to the caller by
+// the gRPC library, and carried through the interceptors so that the call
+// is audited and counted all the same.
+type rawRequest struct {
+	b   []byte
+	err error
+}
 
 // codec is the proto codec, except that it leaves a *rawRequest undecoded.
 type codec struct{ encoding.CodecV2 }
@@ -165,8 +171,9 @@ func deferDecoding(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 		h := m.Handler
 		m.Handler = func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
 			raw := &rawRequest{}
-			if err := dec(raw); err != nil {
-				return nil, err
+			raw.err = dec(raw)
+			if raw.err != nil && icpt == nil {
+				return nil, raw.err
 			}
 			ctx = context.WithValue(ctx, rawKey{}, raw)
 			return h(srv, ctx, func(any) error { return nil }, icpt)
@@ -180,6 +187,9 @@ func deferDecoding(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 func (d *decoder) unaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if raw, ok := ctx.Value(rawKey{}).(*rawRequest); ok {
+			if raw.err != nil {
+				return nil, raw.err
+			}
 			err := d.decode(raw.b, req)
 			raw.b = nil
 			if err != nil {
@@ -222,25 +232,38 @@ type received struct {
 func (s *guardedStream) RecvMsg(m any) error {
 	ctx := s.Context()
 	if s.msgs == nil {
-		s.msgs = make(chan received)
+		// One message of read-ahead: the receiver never blocks on handing
+		// over an error, so the handler sees why the stream failed.
+		s.msgs = make(chan received, 1)
 		go s.receive(ctx)
 	}
 	t := time.NewTimer(s.idle)
 	defer t.Stop()
 	select {
 	case r := <-s.msgs:
-		if r.err != nil {
-			return r.err
-		}
-		if err := s.d.decode(r.b, m); err != nil {
-			return pseudonymizer.Status(err).Err()
-		}
-		return nil
+		return s.take(r, m)
 	case <-t.C:
 		return errIdle()
 	case <-ctx.Done():
+		// A message or error that arrived with the cancellation wins: it
+		// says what happened.
+		select {
+		case r := <-s.msgs:
+			return s.take(r, m)
+		default:
+		}
 		return status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+func (s *guardedStream) take(r received, m any) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := s.d.decode(r.b, m); err != nil {
+		return pseudonymizer.Status(err).Err()
+	}
+	return nil
 }
 
 // receive reads the stream until it fails or ends; the stream's context
@@ -258,10 +281,15 @@ func (s *guardedStream) receive(ctx context.Context) {
 	for {
 		raw := &rawRequest{}
 		err := s.ServerStream.RecvMsg(raw)
+		r := received{b: raw.b, err: err}
 		select {
-		case s.msgs <- received{b: raw.b, err: err}:
-		case <-ctx.Done():
-			return
+		case s.msgs <- r: // room in the buffer: never lost to a cancellation
+		default:
+			select {
+			case s.msgs <- r:
+			case <-ctx.Done():
+				return
+			}
 		}
 		if err != nil {
 			return

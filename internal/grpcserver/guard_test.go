@@ -190,6 +190,14 @@ func TestMalformedRequests(t *testing.T) {
 	if n := strings.Count(logs.String(), `"reason":"ERROR_REASON_MALFORMED_REQUEST"`); n != len(cases) {
 		t.Errorf("%d audit records of malformed requests, want %d", n, len(cases))
 	}
+	// A body over the size limit is refused by the gRPC library while it is
+	// received, and still audited.
+	if err := invokeRaw(devCtx(t, cnPharmacy), conn, pseudonymizeMethod, emptyItems(3<<20)); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized body: %v", err)
+	}
+	if !strings.Contains(logs.String(), `"code":"ResourceExhausted"`) {
+		t.Errorf("the oversized request is not audited:\n%s", logs.String())
+	}
 	// On a stream.
 	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 	cs, err := conn.NewStream(devCtx(t, cnPharmacy), desc, "/pseudonymizer.v1.Pseudonymizer/IdentifyStream", grpc.ForceCodecV2(rawCodec{}))
