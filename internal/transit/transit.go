@@ -51,10 +51,10 @@ var (
 	ErrLifetimeTooLong = errors.New("transitInfo lifetime exceeds the maximum")
 	// ErrKeyExhausted: the active transit key sealed as many values as
 	// allowed (AES-GCM random nonces); it must be rotated.
-	ErrKeyExhausted = errors.New("transit key reached its seal limit: rotate it")
-	ErrNoActiveKey     = errors.New("no active transit key")
-	ErrInvalidKey      = errors.New("invalid transit key")
-	ErrInvalidClaims   = errors.New("invalid transitInfo claims")
+	ErrKeyExhausted  = errors.New("transit key reached its seal limit: rotate it")
+	ErrNoActiveKey   = errors.New("no active transit key")
+	ErrInvalidKey    = errors.New("invalid transit key")
+	ErrInvalidClaims = errors.New("invalid transitInfo claims")
 )
 
 // Header is the protected header of a transitInfo: readable by anyone,
