@@ -170,186 +170,225 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if len(args) == 0 {
 		return usagef("no command")
 	}
-	cmd := args[0]
-	if len(args) > 1 && cmd != "policy" {
-		cmd += " " + args[1]
+	name := args[0]
+	if len(args) > 1 && name != "policy" {
+		name += " " + args[1]
 		args = args[2:]
 	} else {
 		args = args[1:]
 	}
-	fs := newFlagSet("pseudoctl " + cmd)
+	cmd, ok := commands[name]
+	if !ok {
+		return usagef("unknown command %q", name)
+	}
+	fs := newFlagSet("pseudoctl " + name)
 	sf.register(fs)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	// withStore parses n positional arguments (after the command's own
-	// flags are registered), opens the store and runs f on it.
-	withStore := func(n int, f func(st store, pos []string) error) error {
-		pos, err := parse(fs, args, n)
-		if err != nil {
-			return err
-		}
-		st, done, err := sf.open(ctx, false, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		return f(st, pos)
+	return cmd(&call{ctx: ctx, stdout: stdout, stderr: stderr, sf: sf, fs: fs, args: args})
+}
+
+// commands are pseudoctl's commands by name ("policy" has none, the others
+// a noun and a verb).
+var commands = map[string]func(*call) error{
+	"policy":             policyCmd,
+	"domain create":      domainCreate,
+	"domain show":        domainShow,
+	"domain list":        domainList,
+	"domain new-version": domainNewVersion,
+	"transit-key rotate": transitKeyRotate,
+	"transit-key retire": transitKeyRetire,
+	"owner-key create":   ownerKeyCreate,
+}
+
+// call is one invocation of a command: fs has the store flags; the command
+// adds its own, then parses args with parse or withStore.
+type call struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	sf             *storeFlags
+	fs             *flag.FlagSet
+	args           []string
+}
+
+// parse parses the command's flags and n positional arguments (any number
+// when n < 0).
+func (c *call) parse(n int) ([]string, error) { return parse(c.fs, c.args, n) }
+
+// withStore parses n positional arguments (after the command's own flags
+// are registered), opens the store and runs f on it.
+func (c *call) withStore(n int, f func(st store, pos []string) error) error {
+	pos, err := c.parse(n)
+	if err != nil {
+		return err
 	}
+	st, done, err := c.sf.open(c.ctx, false, c.stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return f(st, pos)
+}
 
-	switch cmd {
-	case "policy":
-		pos, err := parse(fs, args, -1)
-		if err != nil {
-			return err
-		}
-		return printPolicy(stdout, pos)
+func policyCmd(c *call) error {
+	pos, err := c.parse(-1)
+	if err != nil {
+		return err
+	}
+	return printPolicy(c.stdout, pos)
+}
 
-	case "domain create":
-		audience := fs.String("audience", "", "URI naming the domain (required)")
-		ttl := fs.Duration("ttl", keys.DefaultTTL, "lifetime of pseudonyms in transit")
-		maxLifetime := fs.Duration("max-lifetime", keys.DefaultMaxLifetime, "longest lifetime of a transit pseudonym the service accepts")
-		pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
-		identify := fs.String("identify", "", "comma-separated principals that may identify")
-		owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
-		convert := map[string][]string{}
-		fs.Func("convert", "`target=p1,p2`: principals that may convert this domain's pseudonyms into target (repeatable)", func(v string) error {
-			target, who, ok := strings.Cut(v, "=")
-			if !ok || target == "" || who == "" {
-				return errors.New("want target=principal1,principal2")
-			}
-			convert[target] = append(convert[target], list(who)...)
-			return nil
-		})
-		pos, err := parse(fs, args, 1)
-		if err != nil {
-			return err
+func domainCreate(c *call) error {
+	fs, ctx := c.fs, c.ctx
+	audience := fs.String("audience", "", "URI naming the domain (required)")
+	ttl := fs.Duration("ttl", keys.DefaultTTL, "lifetime of pseudonyms in transit")
+	maxLifetime := fs.Duration("max-lifetime", keys.DefaultMaxLifetime, "longest lifetime of a transit pseudonym the service accepts")
+	pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
+	identify := fs.String("identify", "", "comma-separated principals that may identify")
+	owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
+	convert := map[string][]string{}
+	fs.Func("convert", "`target=p1,p2`: principals that may convert this domain's pseudonyms into target (repeatable)", func(v string) error {
+		target, who, ok := strings.Cut(v, "=")
+		if !ok || target == "" || who == "" {
+			return errors.New("want target=principal1,principal2")
 		}
-		if *audience == "" {
-			return usagef("domain create: -audience is required")
-		}
-		if *ttl <= 0 {
-			return usagef("domain create: -ttl must be positive")
-		}
-		if *maxLifetime <= 0 {
-			return usagef("domain create: -max-lifetime must be positive")
-		}
-		st, done, err := sf.open(ctx, true, stderr)
-		if err != nil {
-			return err
-		}
-		defer done()
-		spec := keys.DomainSpec{
-			Name:     pos[0],
-			Audience: *audience,
-			TTL:      *ttl,
-			Policy: keys.Policy{
-				Pseudonymize: list(*pseudonymize),
-				Identify:     list(*identify),
-				Owners:       list(*owners),
-				Convert:      convert,
-			},
-		}
-		if err := checkSet(ctx, st, stderr, spec); err != nil {
-			return err
-		}
-		d, err := st.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: *maxLifetime})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s)\n",
-			d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active)
+		convert[target] = append(convert[target], list(who)...)
 		return nil
-
-	case "domain show":
-		asJSON := fs.Bool("json", false, "print JSON")
-		return withStore(1, func(st store, pos []string) error {
-			d, err := st.Domain(ctx, pos[0])
-			if err != nil {
-				return err
-			}
-			return show(stdout, d, *asJSON)
-		})
-
-	case "domain list":
-		return withStore(0, func(st store, _ []string) error {
-			names, err := st.Domains(ctx)
-			if err != nil {
-				return err
-			}
-			for _, n := range names {
-				fmt.Fprintln(stdout, n)
-			}
-			return nil
-		})
-
-	case "domain new-version":
-		audience := fs.String("audience", "", "URI naming the new version (default: derived from the old audience)")
-		maxLifetime := fs.Duration("max-lifetime", 0, "longest lifetime of a transit pseudonym the service accepts (default: that of the old domain)")
-		return withStore(2, func(st store, pos []string) error {
-			if *maxLifetime < 0 {
-				return usagef("domain new-version: -max-lifetime must be positive")
-			}
-			od, err := st.Domain(ctx, pos[0])
-			if err != nil {
-				return err
-			}
-			spec, err := keys.NextVersionSpec(od, pos[1])
-			if err != nil {
-				return err
-			}
-			if spec.Audience = *audience; spec.Audience == "" {
-				spec.Audience = keys.NextAudience(od.Audience, pos[1])
-				if !keys.ValidAudience(spec.Audience) {
-					return fmt.Errorf("%w: the audience derived for %s from that of %s, %q, is not a valid URI: give -audience",
-						keys.ErrInvalid, pos[1], pos[0], spec.Audience)
-				}
-			}
-			opts := keys.DomainOptions{MaxLifetime: od.MaxLifetime}
-			if *maxLifetime > 0 {
-				opts.MaxLifetime = *maxLifetime
-			}
-			if err := checkSet(ctx, st, stderr, spec); err != nil {
-				return err
-			}
-			d, err := st.NewVersionWith(ctx, pos[0], spec, opts)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "created domain %s from %s (audience %s, max lifetime %v, active transit key %s); the owners of %s may now convert to %s\n",
-				d.Name, pos[0], d.Audience, d.EffectiveMaxLifetime(), d.Transit.Active, pos[0], d.Name)
-			return nil
-		})
-
-	case "transit-key rotate":
-		return withStore(1, func(st store, pos []string) error {
-			kid, err := st.RotateTransitKey(ctx, pos[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "domain %s: transit key %s is active; retire the previous ones once the pseudonyms in transit have expired\n", pos[0], kid)
-			return nil
-		})
-
-	case "transit-key retire":
-		return withStore(2, func(st store, pos []string) error {
-			if err := st.RetireTransitKey(ctx, pos[0], pos[1]); err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
-			return nil
-		})
-
-	case "owner-key create":
-		return withStore(2, func(st store, pos []string) error {
-			if err := st.CreateOwnerKey(ctx, pos[0], pos[1]); err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "created the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
-			return nil
-		})
-
+	})
+	pos, err := c.parse(1)
+	if err != nil {
+		return err
 	}
-	return usagef("unknown command %q", cmd)
+	if *audience == "" {
+		return usagef("domain create: -audience is required")
+	}
+	if *ttl <= 0 {
+		return usagef("domain create: -ttl must be positive")
+	}
+	if *maxLifetime <= 0 {
+		return usagef("domain create: -max-lifetime must be positive")
+	}
+	st, done, err := c.sf.open(ctx, true, c.stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	spec := keys.DomainSpec{
+		Name:     pos[0],
+		Audience: *audience,
+		TTL:      *ttl,
+		Policy: keys.Policy{
+			Pseudonymize: list(*pseudonymize),
+			Identify:     list(*identify),
+			Owners:       list(*owners),
+			Convert:      convert,
+		},
+	}
+	if err := checkSet(ctx, st, c.stderr, spec); err != nil {
+		return err
+	}
+	d, err := st.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: *maxLifetime})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s)\n",
+		d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active)
+	return nil
+}
+
+func domainShow(c *call) error {
+	asJSON := c.fs.Bool("json", false, "print JSON")
+	return c.withStore(1, func(st store, pos []string) error {
+		d, err := st.Domain(c.ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return show(c.stdout, d, *asJSON)
+	})
+}
+
+func domainList(c *call) error {
+	return c.withStore(0, func(st store, _ []string) error {
+		names, err := st.Domains(c.ctx)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintln(c.stdout, n)
+		}
+		return nil
+	})
+}
+
+func domainNewVersion(c *call) error {
+	ctx := c.ctx
+	audience := c.fs.String("audience", "", "URI naming the new version (default: derived from the old audience)")
+	maxLifetime := c.fs.Duration("max-lifetime", 0, "longest lifetime of a transit pseudonym the service accepts (default: that of the old domain)")
+	return c.withStore(2, func(st store, pos []string) error {
+		if *maxLifetime < 0 {
+			return usagef("domain new-version: -max-lifetime must be positive")
+		}
+		od, err := st.Domain(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		spec, err := keys.NextVersionSpec(od, pos[1])
+		if err != nil {
+			return err
+		}
+		if spec.Audience = *audience; spec.Audience == "" {
+			spec.Audience = keys.NextAudience(od.Audience, pos[1])
+			if !keys.ValidAudience(spec.Audience) {
+				return fmt.Errorf("%w: the audience derived for %s from that of %s, %q, is not a valid URI: give -audience",
+					keys.ErrInvalid, pos[1], pos[0], spec.Audience)
+			}
+		}
+		opts := keys.DomainOptions{MaxLifetime: od.MaxLifetime}
+		if *maxLifetime > 0 {
+			opts.MaxLifetime = *maxLifetime
+		}
+		if err := checkSet(ctx, st, c.stderr, spec); err != nil {
+			return err
+		}
+		d, err := st.NewVersionWith(ctx, pos[0], spec, opts)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "created domain %s from %s (audience %s, max lifetime %v, active transit key %s); the owners of %s may now convert to %s\n",
+			d.Name, pos[0], d.Audience, d.EffectiveMaxLifetime(), d.Transit.Active, pos[0], d.Name)
+		return nil
+	})
+}
+
+func transitKeyRotate(c *call) error {
+	return c.withStore(1, func(st store, pos []string) error {
+		kid, err := st.RotateTransitKey(c.ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: transit key %s is active; retire the previous ones once the pseudonyms in transit have expired\n", pos[0], kid)
+		return nil
+	})
+}
+
+func transitKeyRetire(c *call) error {
+	return c.withStore(2, func(st store, pos []string) error {
+		if err := st.RetireTransitKey(c.ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
+		return nil
+	})
+}
+
+func ownerKeyCreate(c *call) error {
+	return c.withStore(2, func(st store, pos []string) error {
+		if err := st.CreateOwnerKey(c.ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "created the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
+		return nil
+	})
 }
 
 func newFlagSet(name string) *flag.FlagSet {

@@ -258,4 +258,21 @@ func TestUsage(t *testing.T) {
 		}
 	}
 	fails(t, nil, 2, "policy: want", "policy", "owner")
+	// Every command of the table is documented, and -h works after it.
+	documented := map[string]bool{}
+	for line := range strings.Lines(usage) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "pseudoctl "); ok {
+			f := append(strings.Fields(strings.TrimPrefix(rest, "[store flags] ")), "", "")
+			documented[f[0]] = true
+			documented[f[0]+" "+f[1]] = true
+		}
+	}
+	for name := range commands {
+		if !documented[name] {
+			t.Errorf("usage does not document %q", name)
+		}
+		if r := pseudoctl(t, nil, append(strings.Fields(name), "-h")...); r.code != 0 || !strings.Contains(r.stdout, "Usage:") {
+			t.Errorf("%s -h: %+v", name, r)
+		}
+	}
 }
