@@ -78,6 +78,9 @@ type snapshot struct {
 	// when one of them lists "*" (every principal is then an owner).
 	owners   map[string]bool
 	anyOwner bool
+	// refused are the versions refused by the last poll, whose owners
+	// count (a Refresh carries them over).
+	refused []*Domain
 }
 
 // newSnapshot makes a snapshot of domains. The owners of refused domains
@@ -89,6 +92,7 @@ func newSnapshot(domains map[string]*Domain, generation uint64, refused ...*Doma
 		names:      slices.Sorted(maps.Keys(domains)),
 		generation: generation,
 		owners:     map[string]bool{},
+		refused:    refused,
 	}
 	for _, d := range slices.Concat(slices.Collect(maps.Values(domains)), refused) {
 		for _, o := range d.Policy.Owners {
@@ -233,7 +237,7 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 			return c.Domain(name)
 		}
 	}
-	c.snap.Store(newSnapshot(next, old.generation+1))
+	c.snap.Store(newSnapshot(next, old.generation+1, old.refused...))
 	if c.opts.OnChange != nil {
 		c.opts.OnChange([]string{name})
 	}
@@ -363,8 +367,12 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 		if ok {
 			v, err := c.src.Version(ctx, name)
 			switch {
-			case errors.Is(err, ErrUnknownDomain) && missingOK:
-				continue // removed
+			case errors.Is(err, ErrUnknownDomain):
+				// Still listed, but unreadable (a half-deleted or
+				// soft-deleted entry): a fault, not a removal.
+				invalid = append(invalid, fmt.Errorf("%w: domain %q is listed but cannot be read: keeping it", ErrUnavailable, name))
+				next[name] = d
+				continue
 			case errors.Is(err, ErrInvalid):
 				invalid = append(invalid, err)
 				next[name] = d
@@ -378,8 +386,12 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 		}
 		nd, err := c.src.Domain(ctx, name)
 		switch {
+		case errors.Is(err, ErrUnknownDomain) && ok:
+			invalid = append(invalid, fmt.Errorf("%w: domain %q is listed but cannot be read: keeping it", ErrUnavailable, name))
+			next[name] = d
+			continue
 		case errors.Is(err, ErrUnknownDomain) && missingOK:
-			continue // removed, or being created
+			continue // being created
 		case errors.Is(err, ErrInvalid):
 			invalid = append(invalid, err)
 			if ok {
@@ -407,9 +419,10 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 			changed = append(changed, name)
 		}
 	}
-	if len(changed) > 0 {
+	ns := newSnapshot(next, old.generation+1, refused...)
+	if len(changed) > 0 || !maps.Equal(ns.owners, old.owners) || ns.anyOwner != old.anyOwner {
 		slices.Sort(changed)
-		c.snap.Store(newSnapshot(next, old.generation+1, refused...))
+		c.snap.Store(ns)
 	}
 	return changed, errors.Join(invalid...)
 }

@@ -314,3 +314,75 @@ func TestCacheEmptyListingKeepsDomains(t *testing.T) {
 	src.set(a)
 	eventually(t, 2*time.Second, "b_v1 removed", func() bool { return len(c.Domains()) == 1 && c.Health() == nil })
 }
+
+// TestCacheRefusedOwnersCount: an update that makes a principal an owner
+// while another domain lets it identify is refused, yet the principal
+// counts as an owner from then on (the authorizer refuses it everywhere),
+// also after a Refresh of another domain.
+func TestCacheRefusedOwnersCount(t *testing.T) {
+	y := genDomain(t, "y_v1", "urn:test:y", 1, Policy{Owners: []string{"owner-a"}})
+	z := genDomain(t, "z_v1", "urn:test:z", 1, Policy{Identify: []string{"mallory"}})
+	src := &memSource{}
+	src.set(y, z)
+	c, err := NewCache(context.Background(), src, &CacheOptions{Interval: 10 * time.Millisecond, RefreshGap: time.Nanosecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.IsOwner("mallory") {
+		t.Fatal("mallory is no owner yet")
+	}
+	y2 := genDomain(t, "y_v1", "urn:test:y", 2, Policy{Owners: []string{"owner-a", "mallory"}})
+	src.set(y2, z)
+	eventually(t, 2*time.Second, "mallory counted as owner", func() bool { return c.IsOwner("mallory") })
+	if d, _ := c.Domain("y_v1"); d.Generation != 1 {
+		t.Fatal("the refused version is served")
+	}
+	if _, err := c.Refresh(context.Background(), "z_v1"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.IsOwner("mallory") {
+		t.Fatal("a Refresh dropped the refused domain's owners")
+	}
+}
+
+// listedButGone lists a domain whose entry cannot be read (Vault's current
+// version of the meta soft-deleted).
+type listedButGone struct {
+	*memSource
+	gone atomic.Value // string
+}
+
+func (l *listedButGone) Domain(ctx context.Context, name string) (*Domain, error) {
+	if g, _ := l.gone.Load().(string); name == g {
+		return nil, ErrUnknownDomain
+	}
+	return l.memSource.Domain(ctx, name)
+}
+
+func (l *listedButGone) Version(ctx context.Context, name string) (uint64, error) {
+	if g, _ := l.gone.Load().(string); name == g {
+		return 0, ErrUnknownDomain
+	}
+	return l.memSource.Version(ctx, name)
+}
+
+// TestCacheListedButUnreadableKept: a domain still listed whose entry
+// cannot be read is kept, and health is degraded (NOT_SERVING).
+func TestCacheListedButUnreadableKept(t *testing.T) {
+	a := genDomain(t, "a_v1", "urn:test:a", 1, Policy{})
+	b := genDomain(t, "b_v1", "urn:test:b", 1, Policy{})
+	ms := &memSource{}
+	ms.set(a, b)
+	src := &listedButGone{memSource: ms}
+	c, err := NewCache(context.Background(), src, &CacheOptions{Interval: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	src.gone.Store("a_v1")
+	eventually(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
+	if _, err := c.Domain("a_v1"); err != nil {
+		t.Fatalf("a listed domain was dropped: %v", err)
+	}
+}

@@ -205,18 +205,27 @@ func ValidateSet(domains []*Domain) map[string]error {
 		}
 	}
 
+	// Owners never identify, and never pseudonymize either: an owner that
+	// pseudonymizes identifiers of its choice and opens the results gets
+	// the pseudonyms at rest of those identifiers, a dictionary that
+	// re-identifies its own data.
 	owned := ownedDomains(ds)
 	for _, d := range ds {
-		identify := slices.Clone(d.Policy.Identify)
-		slices.Sort(identify)
-		for _, p := range slices.Compact(identify) {
-			for _, o := range owned[p] {
-				if o == d.Name {
-					add(d.Name, "%q is both an owner and allowed to identify: owners may never identify", p)
-					continue
+		for _, op := range []struct {
+			verb string
+			list []string
+		}{{"identify", d.Policy.Identify}, {"pseudonymize", d.Policy.Pseudonymize}} {
+			list := slices.Clone(op.list)
+			slices.Sort(list)
+			for _, p := range slices.Compact(list) {
+				for _, o := range owned[p] {
+					if o == d.Name {
+						add(d.Name, "%q is both an owner and allowed to %s: owners may never %s", p, op.verb, op.verb)
+						continue
+					}
+					add(d.Name, "policy lets %q %s, but %q owns domain %q: owners may never %s", p, op.verb, p, o, op.verb)
+					add(o, "owner %q may %s in domain %q: owners may never %s", p, op.verb, d.Name, op.verb)
 				}
-				add(d.Name, "policy lets %q identify, but %q owns domain %q: owners may never identify", p, p, o)
-				add(o, "owner %q may identify in domain %q: owners may never identify", p, d.Name)
 			}
 		}
 	}

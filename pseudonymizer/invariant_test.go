@@ -77,15 +77,17 @@ func subsets(set []string) [][]string {
 }
 
 // TestOwnersNeverIdentify checks the invariant "a principal that owns any
-// domain can never obtain an identifier, directly or through convert" by
-// enumerating every policy set over two domains and two principals (each
-// domain: Identify ⊆ {a, b, *}, Owners ⊆ {a, b}, Convert to the other
-// domain ⊆ {a, b, *}: 65,536 configurations), served by a real keys.Cache
-// to the live authorizer of Server. For each configuration and principal
-// it computes what the principal can reach from any domain through
-// convert, and asserts that an owner reaches no domain where it may
-// identify, and that a non-owner listed in Identify may identify (so that
-// the check cannot pass by refusing everyone).
+// domain can never obtain an identifier, directly or through convert" (it
+// may neither identify, nor pseudonymize identifiers of its choice, which
+// would give it a dictionary of its own pseudonyms) by enumerating every
+// policy set over two domains and principals a and b (each domain:
+// Identify, Pseudonymize and Convert to the other domain ⊆ {a, *}, Owners ⊆
+// {a, b}: 65,536 configurations), served by a real keys.Cache to the live
+// authorizer of Server. For each configuration and principal it computes
+// what the principal can reach from any domain through convert, and
+// asserts that an owner reaches no domain where it may identify or
+// pseudonymize, and that a non-owner listed may (so that the check cannot
+// pass by refusing everyone).
 func TestOwnersNeverIdentify(t *testing.T) {
 	names := []string{"d1", "d2"}
 	base := map[string]*keys.Domain{}
@@ -97,14 +99,16 @@ func TestOwnersNeverIdentify(t *testing.T) {
 		base[n] = d
 	}
 	principals := []string{"a", "b"}
-	lists := subsets([]string{"a", "b", "*"})
+	lists := subsets([]string{"a", "*"})
 	owners := subsets(principals)
-	type pol struct{ identify, owners, convert []string }
+	type pol struct{ identify, pseudonymize, owners, convert []string }
 	var pols []pol
 	for _, id := range lists {
-		for _, ow := range owners {
-			for _, cv := range lists {
-				pols = append(pols, pol{id, ow, cv})
+		for _, ps := range lists {
+			for _, ow := range owners {
+				for _, cv := range lists {
+					pols = append(pols, pol{id, ps, ow, cv})
+				}
 			}
 		}
 	}
@@ -117,7 +121,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 			src := &memSource{domains: map[string]*keys.Domain{}}
 			for i, p := range []pol{p1, p2} {
 				d := *base[names[i]]
-				d.Policy = keys.Policy{Identify: p.identify, Owners: p.owners, Convert: map[string][]string{names[1-i]: p.convert}}
+				d.Policy = keys.Policy{Identify: p.identify, Pseudonymize: p.pseudonymize, Owners: p.owners, Convert: map[string][]string{names[1-i]: p.convert}}
 				d.Generation = gen
 				src.domains[names[i]] = &d
 			}
@@ -139,14 +143,14 @@ func TestOwnersNeverIdentify(t *testing.T) {
 						refused++
 						continue
 					}
-					canID := canIdentify(s, d.Policy, who)
-					listed := slices.Contains(d.Policy.Identify, who) || slices.Contains(d.Policy.Identify, "*")
+					canID, canPs := canIdentify(s, d.Policy, who), canPseudonymize(s, d.Policy, who)
+					listed := func(l []string) bool { return slices.Contains(l, who) || slices.Contains(l, "*") }
 					ops := s.allowedOperations(d.Policy, who)
-					if owner && (canID || slices.Contains(ops, pb.Operation_OPERATION_IDENTIFY)) {
-						t.Fatalf("owner %q may identify in %s: policies %+v / %+v", who, name, p1, p2)
+					if owner && (canID || canPs || slices.Contains(ops, pb.Operation_OPERATION_IDENTIFY) || slices.Contains(ops, pb.Operation_OPERATION_PSEUDONYMIZE)) {
+						t.Fatalf("owner %q may identify or pseudonymize in %s: policies %+v / %+v", who, name, p1, p2)
 					}
-					if !owner && listed && !canID {
-						t.Fatalf("non-owner %q listed in %s's Identify is refused: %+v / %+v", who, name, p1, p2)
+					if !owner && (listed(d.Policy.Identify) != canID || listed(d.Policy.Pseudonymize) != canPs) {
+						t.Fatalf("non-owner %q: listed but refused, or allowed unlisted, in %s: %+v / %+v", who, name, p1, p2)
 					}
 					// Through convert: from this domain, every domain the
 					// principal can reach; an owner may identify in none.
@@ -156,7 +160,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 					}
 					for _, r := range reach {
 						rd, err := cache.Domain(r)
-						if err == nil && owner && canIdentify(s, rd.Policy, who) {
+						if err == nil && owner && (canIdentify(s, rd.Policy, who) || canPseudonymize(s, rd.Policy, who)) {
 							t.Fatalf("owner %q identifies through convert %s→%s: %+v / %+v", who, name, r, p1, p2)
 						}
 					}
@@ -170,7 +174,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 			for _, who := range principals {
 				owner := slices.Contains(p1.owners, who) || slices.Contains(p2.owners, who)
 				for _, name := range names {
-					if owner && canIdentify(raw, src.domains[name].Policy, who) {
+					if owner && (canIdentify(raw, src.domains[name].Policy, who) || canPseudonymize(raw, src.domains[name].Policy, who)) {
 						t.Fatalf("unvalidated source: owner %q may identify in %s: %+v / %+v", who, name, p1, p2)
 					}
 				}

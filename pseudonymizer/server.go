@@ -62,7 +62,9 @@ var (
 // interceptors authenticated (internal/auth); "*" in a list matches every
 // authenticated principal:
 //
-//   - Pseudonymize: the principal is in Policy.Pseudonymize.
+//   - Pseudonymize: the principal is in Policy.Pseudonymize and is an owner
+//     of no domain (an owner pseudonymizing identifiers of its choice would
+//     build a dictionary of its own pseudonyms).
 //   - Identify: the principal is in Policy.Identify and is an owner of no
 //     domain at all (KeySource.IsOwner). Being an owner is a property of
 //     the principal, not of a domain: an owner may convert its pseudonyms
@@ -561,8 +563,11 @@ func matches(list []string, caller string) bool {
 	return slices.Contains(list, "*") || slices.Contains(list, caller)
 }
 
-func canPseudonymize(_ *Server, p keys.Policy, caller string) bool {
-	return matches(p.Pseudonymize, caller)
+// canPseudonymize refuses owners, of this domain or of any other: an owner
+// that pseudonymizes identifiers of its choice and opens the results (or
+// converts them into its domain) builds a dictionary of its pseudonyms.
+func canPseudonymize(s *Server, p keys.Policy, caller string) bool {
+	return matches(p.Pseudonymize, caller) && !matches(p.Owners, caller) && !s.src.IsOwner(caller)
 }
 
 // canIdentify refuses owners, of this domain or of any other, whatever the

@@ -210,7 +210,6 @@ func TestGetDomain(t *testing.T) {
 		{"prescriber", "rx_v1", []pb.Operation{P}, nil},
 		{"rx-owner", "rx_v1", []pb.Operation{C}, []string{"ghost_v1", "rx_v2"}},
 		{"anyone", "open_v1", []pb.Operation{P, I}, nil},
-		{"open-owner", "open_v1", []pb.Operation{P}, nil}, // "*" does not let an owner identify
 	} {
 		resp, err := e.client.GetDomain(as(tc.who), &pb.GetDomainRequest{Name: tc.domain})
 		if err != nil {
@@ -226,6 +225,11 @@ func TestGetDomain(t *testing.T) {
 			t.Errorf("%s: public settings %v", tc.domain, resp)
 		}
 	}
+
+	// "*" lets an owner neither identify nor pseudonymize: it may do
+	// nothing on open_v1.
+	_, errOwner := e.client.GetDomain(as("open-owner"), &pb.GetDomainRequest{Name: "open_v1"})
+	wantCallErr(t, errOwner, codes.PermissionDenied, pb.ErrorReason_ERROR_REASON_OPERATION_NOT_ALLOWED)
 
 	// Forbidden and unknown domains look the same.
 	_, errForbidden := e.client.GetDomain(as("prescriber"), &pb.GetDomainRequest{Name: "secret_v1"})

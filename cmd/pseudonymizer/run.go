@@ -101,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			_ = srv.Shutdown(ctx)
 			return fmt.Errorf("listening for health probes: %v", err)
 		}
+		// Probes need few connections; nobody may hold many.
+		healthLis = netutil.LimitListener(healthLis, 64)
 	}
 
 	errc := make(chan error, 3)

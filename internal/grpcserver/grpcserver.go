@@ -3,11 +3,6 @@
 // services, transport limits, Prometheus metrics and graceful shutdown.
 // cmd/pseudonymizer configures it; tests run it over bufconn or TCP.
 //
-// Before any interceptor, in the transport (see guard.go): authentication
-// from the call's headers (grpc.InTapHandle), so that an unauthenticated
-// call is refused before its body is read; every service but
-// grpc.health.v1.Health requires it.
-//
 // Interceptor chain, outermost first (unary and stream alike):
 //
 //  1. Prometheus server metrics (go-grpc-middleware providers/prometheus):
@@ -17,7 +12,10 @@
 //  3. Recovery: a panic becomes INTERNAL "internal error"; it is logged
 //     with its type and stack frames only, never its value (which could
 //     hold request data).
-//  4. Principal: the one the tap authenticated goes into the audit record.
+//  4. Authentication (internal/auth through go-grpc-middleware auth) from
+//     the call's headers, for every method but grpc.health.v1.Health/Check,
+//     before the request body is read (see guard.go); the principal goes
+//     into the audit record.
 //  5. Decoding within limits: items counted on the wire against the
 //     maximum batch size (BATCH_TOO_LARGE), then the request decoded
 //     (MALFORMED_REQUEST); for streams, each message, with an idle timeout.
@@ -59,11 +57,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
@@ -198,6 +198,9 @@ func New(cfg Config) (*Server, error) {
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
+	notHealthCheck := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.FullMethod() != healthCheck
+	})
 	ours := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service == pb.Pseudonymizer_ServiceDesc.ServiceName
 	})
@@ -214,14 +217,14 @@ func New(cfg Config) (*Server, error) {
 		srvMetrics.UnaryServerInterceptor(),
 		selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
 		recovery.UnaryServerInterceptor(onPanic),
-		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(requirePrincipal), notHealth),
+		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authenticate(cfg.Auth)), notHealthCheck),
 		selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		srvMetrics.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
 		recovery.StreamServerInterceptor(onPanic),
-		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(requirePrincipal), notHealth),
+		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authenticate(cfg.Auth)), notHealthCheck),
 		selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
 			logPanic(context.Background(), rp)
 		}), ours),
@@ -241,7 +244,6 @@ func New(cfg Config) (*Server, error) {
 		stream = append(stream, lim.StreamServerInterceptor())
 	}
 	opts := []grpc.ServerOption{
-		grpc.InTapHandle(tapAuthenticate(cfg.Auth, auditor)),
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -282,9 +284,15 @@ func New(cfg Config) (*Server, error) {
 	reflection.Register(gs)
 	srvMetrics.InitializeMetrics(gs)
 
-	ho := grpc.NewServer(grpc.MaxConcurrentStreams(16), grpc.MaxHeaderListSize(MaxHeaderListSize),
-		grpc.MaxRecvMsgSize(4<<10), grpc.ConnectionTimeout(ConnectionTimeout))
-	healthpb.RegisterHealthServer(ho, hs)
+	// The health-only listener is plaintext and unauthenticated: Check
+	// only (Watch would hold a connection as long as the caller likes),
+	// few streams, tiny messages, and connections recycled.
+	ho := grpc.NewServer(grpc.MaxConcurrentStreams(4), grpc.MaxHeaderListSize(8<<10),
+		grpc.MaxRecvMsgSize(4<<10), grpc.ConnectionTimeout(ConnectionTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: time.Minute, MaxConnectionAge: 5 * time.Minute, MaxConnectionAgeGrace: 10 * time.Second,
+		}))
+	healthpb.RegisterHealthServer(ho, checkOnly{hs})
 
 	s := &Server{
 		grpc: gs, health: hs, healthOnly: ho, reg: reg, keys: cfg.Keys, log: log,
@@ -401,6 +409,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-stopped
 		return ctx.Err()
 	}
+}
+
+// checkOnly serves grpc.health.v1.Health's Check and refuses Watch.
+type checkOnly struct{ *health.Server }
+
+// Watch implements grpc_health_v1.HealthServer: not on this listener.
+func (checkOnly) Watch(*healthpb.HealthCheckRequest, healthpb.Health_WatchServer) error {
+	return status.Error(codes.Unimplemented, "Watch is not served on the health-only listener: use Check")
 }
 
 // CheckLoopbackAddr accepts a listen address only when its host is a

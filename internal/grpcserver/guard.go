@@ -2,7 +2,6 @@ package grpcserver
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -10,7 +9,6 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -28,9 +26,16 @@ import (
 // The work done for a request before it is trusted is bounded in three
 // steps, each before the next one costs anything:
 //
-//  1. Authentication runs in the transport's tap (grpc.InTapHandle), on the
-//     call's headers alone: an unauthenticated call is refused before its
-//     body is read, before a goroutine or a message buffer is given to it.
+//  1. Authentication runs first in the interceptor chain, on the call's
+//     headers alone, and the request body is not read before it succeeds:
+//     unary method handlers are wrapped so that the body is received lazily,
+//     by the decoding interceptor that comes after authentication, and a
+//     stream's messages are only read when its handler asks. An
+//     unauthenticated call ends at once; its body, never read, is dropped
+//     with the stream. (Authentication is not done in a grpc.InTapHandle:
+//     grpc-go leaks the timer of a call refused there until the caller's
+//     grpc-timeout fires, and the tap runs on the connection's reader
+//     goroutine.)
 //  2. The body, at most MaxRecvMsgSize bytes (derived from the maximum batch
 //     size), is kept as bytes (a codec that does not decode requests of
 //     pseudonymizer.v1), and its items are counted on the wire: more than
@@ -40,6 +45,11 @@ import (
 //     protobuf, invalid UTF-8, an item id over pseudonymizer.MaxItemIDLen)
 //     fails with INVALID_ARGUMENT, ERROR_REASON_MALFORMED_REQUEST, and is
 //     audited like every other call.
+//
+// A body the gRPC library itself refuses while receiving it (over the size
+// limit: RESOURCE_EXHAUSTED; a truncated frame, or zero or two messages on a
+// unary call: INTERNAL, written by the library before any service code can
+// answer) is still audited and counted, with the status the caller got.
 
 // perItemBytes bounds the encoding of one identify or convert item: its id,
 // point and transitInfo, with their tags and lengths.
@@ -52,14 +62,8 @@ func MaxRecvMsgSizeFor(maxBatch int) int {
 	return 1024 + maxBatch*perItemBytes
 }
 
-// rawRequest receives a request body undecoded. err is the error of
-// receiving it (too large, truncated), already answered to the caller by
-// the gRPC library, and carried through the interceptors so that the call
-// is audited and counted all the same.
-type rawRequest struct {
-	b   []byte
-	err error
-}
+// rawRequest receives a request body undecoded.
+type rawRequest struct{ b []byte }
 
 // codec is the proto codec, except that it leaves a *rawRequest undecoded.
 type codec struct{ encoding.CodecV2 }
@@ -158,24 +162,26 @@ func idsWithin(m protoreflect.Message, max int) bool {
 	return true
 }
 
-// rawKey carries the undecoded body of a unary call from its method
-// handler to the guard interceptor.
+// rawKey carries, from a unary method handler to the decoding
+// interceptor, the function that receives the request body.
 type rawKey struct{}
 
+// lazyBody receives a unary request's body on demand.
+type lazyBody struct{ dec func(any) error }
+
 // deferDecoding wraps the unary method handlers of a service so that the
-// request is received as bytes and decoded by the guard interceptor (after
-// the audit interceptor, so that a malformed request is audited).
+// request body is not read by the handler wrapper but by the decoding
+// interceptor, after authentication (and after the audit interceptor, so
+// that a malformed request is audited).
 func deferDecoding(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 	methods := make([]grpc.MethodDesc, len(desc.Methods))
 	for i, m := range desc.Methods {
 		h := m.Handler
 		m.Handler = func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
-			raw := &rawRequest{}
-			raw.err = dec(raw)
-			if raw.err != nil && icpt == nil {
-				return nil, raw.err
+			if icpt == nil {
+				return h(srv, ctx, dec, icpt)
 			}
-			ctx = context.WithValue(ctx, rawKey{}, raw)
+			ctx = context.WithValue(ctx, rawKey{}, &lazyBody{dec: dec})
 			return h(srv, ctx, func(any) error { return nil }, icpt)
 		}
 		methods[i] = m
@@ -186,13 +192,12 @@ func deferDecoding(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 
 func (d *decoder) unaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if raw, ok := ctx.Value(rawKey{}).(*rawRequest); ok {
-			if raw.err != nil {
-				return nil, raw.err
+		if lb, ok := ctx.Value(rawKey{}).(*lazyBody); ok {
+			raw := &rawRequest{}
+			if err := lb.dec(raw); err != nil {
+				return nil, err // already answered by the library
 			}
-			err := d.decode(raw.b, req)
-			raw.b = nil
-			if err != nil {
+			if err := d.decode(raw.b, req); err != nil {
 				return nil, pseudonymizer.Status(err).Err()
 			}
 		}
@@ -212,14 +217,17 @@ func (d *decoder) streamInterceptor(idle time.Duration, log func(*recovered.Pani
 	}
 }
 
-// guardedStream receives each stream message as bytes on a goroutine of
-// its own, so that RecvMsg can give up after the idle timeout, and decodes
-// it within the limits on the handler's goroutine.
+// guardedStream reads each stream message as bytes on a goroutine of its
+// own, only when the handler asks for one (nothing is read ahead: a caller
+// that stops reading its answers pins no request), so that RecvMsg can give
+// up after the idle timeout; it decodes the message within the limits on
+// the handler's goroutine.
 type guardedStream struct {
 	grpc.ServerStream
 	d    *decoder
 	idle time.Duration
 	log  func(*recovered.Panic)
+	want chan struct{}
 	msgs chan received
 }
 
@@ -232,11 +240,11 @@ type received struct {
 func (s *guardedStream) RecvMsg(m any) error {
 	ctx := s.Context()
 	if s.msgs == nil {
-		// One message of read-ahead: the receiver never blocks on handing
-		// over an error, so the handler sees why the stream failed.
+		s.want = make(chan struct{}, 1)
 		s.msgs = make(chan received, 1)
 		go s.receive(ctx)
 	}
+	s.want <- struct{}{} // never blocks: one request at a time
 	t := time.NewTimer(s.idle)
 	defer t.Stop()
 	select {
@@ -266,74 +274,52 @@ func (s *guardedStream) take(r received, m any) error {
 	return nil
 }
 
-// receive reads the stream until it fails or ends; the stream's context
-// ends when the handler returns, and with it this goroutine.
+// receive reads one message each time RecvMsg asks, until the stream fails
+// or ends; the stream's context ends when the handler returns, and with it
+// this goroutine. After an idle timeout the handler returns, so a read still
+// pending ends with the stream.
 func (s *guardedStream) receive(ctx context.Context) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log(recovered.Describe(p))
 			select {
 			case s.msgs <- received{err: rpcstatus.Internal().Err()}:
-			case <-ctx.Done():
+			default:
 			}
 		}
 	}()
 	for {
+		select {
+		case <-s.want:
+		case <-ctx.Done():
+			return
+		}
 		raw := &rawRequest{}
 		err := s.ServerStream.RecvMsg(raw)
-		r := received{b: raw.b, err: err}
-		select {
-		case s.msgs <- r: // room in the buffer: never lost to a cancellation
-		default:
-			select {
-			case s.msgs <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
+		s.msgs <- received{b: raw.b, err: err} // buffered, and RecvMsg took the last one
 		if err != nil {
 			return
 		}
 	}
 }
 
-// healthService is the only service callable without credentials.
-const healthService = "grpc.health.v1.Health"
+// healthCheck is the only method callable without credentials on the
+// authenticated port: a probe's single request and answer. Watch, a stream
+// that would hold a connection for as long as the caller likes, needs
+// credentials like everything else.
+const healthCheck = "/grpc.health.v1.Health/Check"
 
-// serviceOf returns the service of a full method name "/svc/method".
-func serviceOf(fullMethod string) string {
-	s := strings.TrimPrefix(fullMethod, "/")
-	if i := strings.LastIndexByte(s, '/'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
-// tapAuthenticate authenticates every call but health checks from its
-// headers, before the transport reads its body: a refused call costs no
-// decoding, no goroutine and no message buffer. It is audited.
-func tapAuthenticate(a *auth.Authenticator, auditor *audit.Logger) tap.ServerInHandle {
-	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if serviceOf(info.FullMethodName) == healthService {
-			return ctx, nil
-		}
-		actx, err := a.Authenticate(ctx)
+// authenticate is the authentication interceptor: it identifies the caller
+// from the call's headers (internal/auth), before anything reads the body,
+// and records the principal in the audit record.
+func authenticate(a *auth.Authenticator) func(ctx context.Context) (context.Context, error) {
+	return func(ctx context.Context) (context.Context, error) {
+		ctx, err := a.Authenticate(ctx)
 		if err != nil {
-			auditor.Refused(ctx, info.FullMethodName, err)
 			return nil, err
 		}
-		return actx, nil
+		p, _ := auth.Principal(ctx)
+		audit.FromContext(ctx).SetPrincipal(p)
+		return ctx, nil
 	}
-}
-
-// requirePrincipal is the authentication interceptor: the tap already
-// authenticated the call; it records the principal in the audit record and
-// refuses a call without one (which the tap would have refused).
-func requirePrincipal(ctx context.Context) (context.Context, error) {
-	p, ok := auth.Principal(ctx)
-	if !ok {
-		return nil, rpcstatus.Error(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_UNSPECIFIED, "unauthenticated")
-	}
-	audit.FromContext(ctx).SetPrincipal(p)
-	return ctx, nil
 }

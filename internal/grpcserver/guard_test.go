@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
@@ -397,5 +398,52 @@ func waitHealth(t *testing.T, conn *grpc.ClientConn, service, want string) {
 			t.Fatalf("health of %q never became %s (last: %v %v)", service, want, resp.GetStatus(), err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestHealthWatchNeedsCredentials: on the authenticated port, Check needs
+// no credentials but Watch (a stream that could hold a connection open)
+// does; the health-only listener serves Check and refuses Watch.
+func TestHealthWatchNeedsCredentials(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "test CA")
+	certFile, keyFile := testpki.WriteFiles(t, dir, "server", ca.Server(t))
+	tlsCfg, err := auth.ServerTLSConfig(auth.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: ca.WriteCA(t, dir), OptionalClientCert: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := newJWTIssuer(t, "k1")
+	verifier, err := auth.NewJWTVerifier(iss.jwks, "iss", "aud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := tcpListener(t)
+	srv := start(t, grpcserver.Config{Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{JWT: verifier}), TLS: tlsCfg}, lis)
+	conn := dial(t, lis.Addr().String(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}))
+	hc := healthpb.NewHealthClient(conn)
+	if _, err := hc.Check(ctxTimeout(t), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("Check without credentials: %v", err)
+	}
+	w, err := hc.Watch(ctxTimeout(t), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Watch without credentials: %v, want UNAUTHENTICATED", err)
+	}
+
+	hl := tcpListener(t)
+	go func() { _ = srv.ServeHealth(hl) }()
+	hconn := dial(t, hl.Addr().String(), insecure.NewCredentials())
+	hh := healthpb.NewHealthClient(hconn)
+	if _, err := hh.Check(ctxTimeout(t), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("Check on the health-only listener: %v", err)
+	}
+	w, err = hh.Watch(ctxTimeout(t), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Watch on the health-only listener: %v, want UNIMPLEMENTED", err)
 	}
 }
