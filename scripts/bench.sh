@@ -3,11 +3,12 @@
 # numbers and the targets of the performance issue), latest.md (tables) and
 # throughput.png (chart). It needs only Go. docs/benchmarks.md explains it.
 #
-# It builds cmd/pseudonymizer and cmd/pseudobench, starts the server in
-# development mode (its own temporary key file, plaintext on free loopback
-# ports, no rate limit), waits until it is healthy, runs the standard matrix
-# with pseudobench, stops the server, runs the crypto comparison with circl
-# (bench/cmd/compare) and renders the report (bench/cmd/report).
+# It builds cmd/pseudonymizer and, in the bench/ module, cmd/pseudobench,
+# cmd/compare and cmd/report. It starts the server in development mode (its
+# own temporary key file, plaintext on free loopback ports, no rate limit),
+# waits until it is healthy, runs the standard matrix with pseudobench (the
+# gRPC load generator), stops the server, runs the crypto comparison with
+# circl (compare) and renders the report (report).
 #
 # Environment (all optional):
 #   BENCH_DURATION      measured time of each gRPC run (default 5s)
@@ -45,8 +46,7 @@ trap cleanup EXIT
 
 step "build"
 go build -o "$TMP/pseudonymizer" ./cmd/pseudonymizer
-go build -o "$TMP/pseudobench" ./cmd/pseudobench
-(cd bench && go build -o "$TMP/compare" ./cmd/compare && go build -o "$TMP/report" ./cmd/report)
+(cd bench && go build -o "$TMP/" ./cmd/pseudobench ./cmd/compare ./cmd/report)
 
 step "start the server (development mode, free loopback ports)"
 # Audit records stay on (info level), as in production; they go to a file.

@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	mrand "math/rand/v2"
 	"runtime"
 	"slices"
@@ -37,6 +36,7 @@ import (
 	"github.com/cloudflare/circl/oprf"
 	"github.com/gtank/ristretto255"
 
+	"github.com/ehealth-pseudo/pseudonymizer/bench/internal/measure"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
@@ -117,7 +117,7 @@ func Run(opts Options) (*Result, error) {
 	}
 	res := &Result{Tool: "compare", SchemaVersion: 1, Started: time.Now().UTC(), GoVersion: runtime.Version(),
 		Rounds: opts.Rounds, RoundMs: float64(opts.PerCase) / float64(time.Millisecond), Cases: cases, Clock: "wall"}
-	if processCPU() > 0 {
+	if measure.ProcessCPU() > 0 {
 		res.Clock = "process-cpu"
 	}
 	for _, c := range cases { // warm up, and check that every case works
@@ -145,7 +145,7 @@ func Run(opts Options) (*Result, error) {
 // (wall clock if unknown) and in wall-clock time.
 func timeCase(c *Case, d time.Duration) (ns, wall float64, err error) {
 	runtime.GC() // do not charge a case with the garbage of the one before
-	n, start, cpu := 0, time.Now(), processCPU()
+	n, start, cpu := 0, time.Now(), measure.ProcessCPU()
 	step := 1
 	for {
 		if err := c.run(step); err != nil {
@@ -156,7 +156,7 @@ func timeCase(c *Case, d time.Duration) (ns, wall float64, err error) {
 		if el >= d {
 			items := float64(n * c.Batch)
 			wall = float64(el.Nanoseconds()) / items
-			if used := processCPU() - cpu; cpu > 0 && used > 0 {
+			if used := measure.ProcessCPU() - cpu; cpu > 0 && used > 0 {
 				return float64(used.Nanoseconds()) / items, wall, nil
 			}
 			return wall, wall, nil
@@ -179,8 +179,8 @@ func summarize(cases []*Case) {
 	}
 	sm := find(ScalarMult, 1)
 	for _, c := range cases {
-		c.NsPerItem = median(c.round)
-		c.WallNsPerItem = median(c.wall)
+		c.NsPerItem = measure.Median(c.round)
+		c.WallNsPerItem = measure.Median(c.wall)
 		c.MinNs, c.MaxNs = slices.Min(c.round), slices.Max(c.round)
 		c.XScalarMult = ratio(c.round, sm.round)
 		c.XScalarMultBest = c.MinNs / slices.Min(sm.round)
@@ -201,19 +201,7 @@ func ratio(a, b []float64) float64 {
 	for i := range a {
 		r[i] = a[i] / b[i]
 	}
-	return median(r)
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return measure.Median(r)
 }
 
 // newCases builds every case with its inputs.

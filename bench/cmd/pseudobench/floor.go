@@ -6,6 +6,7 @@ import (
 
 	"github.com/gtank/ristretto255"
 
+	"github.com/ehealth-pseudo/pseudonymizer/bench/internal/measure"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 )
 
@@ -27,7 +28,7 @@ func scalarMultNs(total time.Duration) (float64, error) {
 	per := max(total/rounds, time.Millisecond)
 	ns := make([]float64, 0, rounds)
 	for range rounds {
-		n, start, cpu := 0, time.Now(), processCPU()
+		n, start, cpu := 0, time.Now(), measure.ProcessCPU()
 		for time.Since(start) < per {
 			for range 10 {
 				p.ScalarMult(s, p)
@@ -35,23 +36,11 @@ func scalarMultNs(total time.Duration) (float64, error) {
 			n += 10
 		}
 		el := time.Since(start)
-		if c := processCPU() - cpu; cpu > 0 && c > 0 {
+		if c := measure.ProcessCPU() - cpu; cpu > 0 && c > 0 {
 			el = c
 		}
 		ns = append(ns, float64(el.Nanoseconds())/float64(n))
 	}
 	slices.Sort(ns)
 	return ns[rounds/2], nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
@@ -94,14 +95,12 @@ type config struct {
 }
 
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	var batch, conc, runs, load, loadBatch string
+	c := &config{loadBatch: []int{1}}
+	batch, conc := []int{1, 10, 100, 1000}, []int{1, 4}
 	fs := flag.NewFlagSet("pseudobench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	// The usage is printed for -h only; main prints other errors once.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:50051", "gRPC `host:port` of the service")
 	fs.BoolVar(&c.inprocess, "inprocess", false, "start a development server in this process, on a loopback port, instead of -addr")
 	fs.StringVar(&c.ca, "ca", "", "PEM `file` of the CAs that verify the server (enables TLS)")
@@ -112,12 +111,12 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.domain, "domain", keys.DemoDomain, "`domain` to call")
 	fs.StringVar(&c.op, "op", "pseudonymize", "operation: pseudonymize or identify")
 
-	fs.StringVar(&batch, "batch", "1,10,100,1000", "comma-separated batch `sizes` (items per call)")
-	fs.StringVar(&conc, "concurrency", "1,4", "comma-separated `numbers` of concurrent callers")
-	fs.StringVar(&runs, "runs", "", "explicit `list` of runs BATCHxCONCURRENCY (e.g. 1x1,1x8,100x4), instead of -batch × -concurrency")
+	fs.Func("batch", "comma-separated batch `sizes` (items per call; default 1,10,100,1000)", listOf(&batch, "a positive integer", positive))
+	fs.Func("concurrency", "comma-separated `numbers` of concurrent callers (default 1,4)", listOf(&conc, "a positive integer", positive))
+	fs.Func("runs", "explicit `list` of runs BATCHxCONCURRENCY (e.g. 1x1,1x8,100x4), instead of -batch × -concurrency", listOf(&c.runs, "BATCHxCONCURRENCY (e.g. 100x4)", parseRun))
 	fs.Float64Var(&c.rate, "rate", 0, "target `calls/s` of every run (open loop); 0 sends as fast as the server answers")
-	fs.StringVar(&load, "load", "", "comma-separated `fractions` (e.g. 0.5): add open-loop runs at that fraction of the best items/s measured for each -load-batch size")
-	fs.StringVar(&loadBatch, "load-batch", "1", "batch `sizes` of the -load runs")
+	fs.Func("load", "comma-separated `fractions` (e.g. 0.5): add open-loop runs at that fraction of the best items/s measured for each -load-batch size", listOf(&c.loads, "a fraction in (0, 1]", fraction))
+	fs.Func("load-batch", "batch `sizes` of the -load runs (default 1)", listOf(&c.loadBatch, "a positive integer", positive))
 	fs.IntVar(&c.loadConcurrency, "load-concurrency", 0, "callers of the -load runs (default: the largest -concurrency)")
 	fs.IntVar(&c.conns, "conns", 1, "gRPC connections shared by the callers")
 
@@ -138,6 +137,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
+			fmt.Fprint(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
 			return nil, err
 		}
 		return nil, &usageError{err.Error()}
@@ -147,36 +149,14 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	var err error
-	if runs != "" {
-		if set["batch"] || set["concurrency"] {
-			return nil, usagef("give -runs or -batch/-concurrency, not both")
-		}
-		if c.runs, err = parseRuns(runs); err != nil {
-			return nil, err
-		}
-	} else {
-		bs, err := parseInts("-batch", batch)
-		if err != nil {
-			return nil, err
-		}
-		cs, err := parseInts("-concurrency", conc)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range bs {
-			for _, n := range cs {
+	switch {
+	case set["runs"] && (set["batch"] || set["concurrency"]):
+		return nil, usagef("give -runs or -batch/-concurrency, not both")
+	case !set["runs"]:
+		for _, b := range batch {
+			for _, n := range conc {
 				c.runs = append(c.runs, runSpec{batch: b, concurrency: n})
 			}
-		}
-	}
-	if load != "" {
-		if c.loads, err = parseFloats("-load", load); err != nil {
-			return nil, err
-		}
-		if c.loadBatch, err = parseInts("-load-batch", loadBatch); err != nil {
-			return nil, err
 		}
 	}
 	return c, c.check()
@@ -193,6 +173,13 @@ func (c *config) check() error {
 	}
 	if c.cert != "" && c.ca == "" {
 		return usagef("-cert and -key need -ca (mTLS)")
+	}
+	if c.ca == "" && !c.inprocess {
+		// The -dev server listens only there, and traffic stays on this
+		// machine.
+		if err := grpcserver.CheckLoopbackAddr(c.addr); err != nil {
+			return usagef("-addr: %v; give -ca for TLS", err)
+		}
 	}
 	if c.inprocess && (c.ca != "" || c.metricsURL != "" || c.pid != 0) {
 		return usagef("-inprocess starts its own plaintext server: drop -ca, -cert, -key, -metrics and -pid")
@@ -221,23 +208,15 @@ func (c *config) check() error {
 	if c.conns < 1 || c.conns > maxConcurrency {
 		return usagef("-conns must be between 1 and %d", maxConcurrency)
 	}
-	for _, l := range c.loads {
-		if l <= 0 || l > 1 {
-			return usagef("-load fractions must be in (0, 1]")
-		}
-	}
 	if c.loadConcurrency < 0 || c.loadConcurrency > maxConcurrency {
 		return usagef("-load-concurrency must be between 1 and %d", maxConcurrency)
 	}
 	maxBatch := 0
-	for _, r := range c.runs {
-		if r.batch < 1 || r.concurrency < 1 || r.concurrency > maxConcurrency {
-			return usagef("batch sizes must be positive and concurrency between 1 and %d", maxConcurrency)
+	for _, r := range slices.Concat(c.runs, c.loadSpecs()) {
+		if r.concurrency > maxConcurrency {
+			return usagef("concurrency must be at most %d", maxConcurrency)
 		}
 		maxBatch = max(maxBatch, r.batch)
-	}
-	for _, b := range c.loadBatch {
-		maxBatch = max(maxBatch, b)
 	}
 	if c.points < maxBatch || c.points > maxPoints {
 		return usagef("-points must be between the largest batch (%d) and %d", maxBatch, maxPoints)
@@ -262,43 +241,40 @@ func (c *config) loadSpecs() []runSpec {
 	return out
 }
 
-func parseInts(name, s string) ([]int, error) {
-	var out []int
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, usagef("%s: %q is not a positive integer", name, f)
+// listOf is a flag.Func that sets *dst to the comma-separated list it is
+// given, each element parsed by parse, without duplicates; what describes
+// an element in errors.
+func listOf[T comparable](dst *[]T, what string, parse func(string) (T, bool)) func(string) error {
+	return func(s string) error {
+		var out []T
+		for f := range strings.SplitSeq(s, ",") {
+			v, ok := parse(strings.TrimSpace(f))
+			if !ok {
+				return fmt.Errorf("%q is not %s", f, what)
+			}
+			if !slices.Contains(out, v) {
+				out = append(out, v)
+			}
 		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
+		*dst = out
+		return nil
 	}
-	return out, nil
 }
 
-func parseFloats(name, s string) ([]float64, error) {
-	var out []float64
-	for f := range strings.SplitSeq(s, ",") {
-		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil {
-			return nil, usagef("%s: %q is not a number", name, f)
-		}
-		out = append(out, x)
-	}
-	return out, nil
+func positive(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= 1
 }
 
-// parseRuns parses BATCHxCONCURRENCY,...
-func parseRuns(s string) ([]runSpec, error) {
-	var out []runSpec
-	for f := range strings.SplitSeq(s, ",") {
-		b, n, ok := strings.Cut(strings.TrimSpace(f), "x")
-		bi, err1 := strconv.Atoi(b)
-		ni, err2 := strconv.Atoi(n)
-		if !ok || err1 != nil || err2 != nil || bi < 1 || ni < 1 {
-			return nil, usagef("-runs: %q is not BATCHxCONCURRENCY (e.g. 100x4)", f)
-		}
-		out = append(out, runSpec{batch: bi, concurrency: ni})
-	}
-	return out, nil
+func fraction(s string) (float64, bool) {
+	x, err := strconv.ParseFloat(s, 64)
+	return x, err == nil && x > 0 && x <= 1
+}
+
+// parseRun parses BATCHxCONCURRENCY.
+func parseRun(s string) (runSpec, bool) {
+	b, n, ok := strings.Cut(s, "x")
+	bi, okb := positive(b)
+	ni, okn := positive(n)
+	return runSpec{batch: bi, concurrency: ni}, ok && okb && okn
 }

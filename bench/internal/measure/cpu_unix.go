@@ -1,15 +1,15 @@
 //go:build unix
 
-package compare
+package measure
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU returns the user and system CPU time of this process, 0 if
+// ProcessCPU returns the user and system CPU time of this process, 0 if
 // unknown.
-func processCPU() time.Duration {
+func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

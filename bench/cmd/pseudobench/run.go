@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/ehealth-pseudo/pseudonymizer/bench/internal/measure"
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -64,7 +64,7 @@ func (b *bench) run(ctx context.Context) error {
 	addr := c.addr
 	switch {
 	case c.inprocess:
-		srv, err := startInProcess(ctx)
+		srv, err := startInProcess(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("starting the in-process server: %v", err)
 		}
@@ -79,11 +79,6 @@ func (b *bench) run(ctx context.Context) error {
 	case c.pid != 0:
 		b.sampler = procSampler{pid: c.pid}
 		b.rep.Target.Stats = "proc"
-	}
-	if !c.inprocess {
-		if err := checkLoopback(addr, c.ca != ""); err != nil {
-			return err
-		}
 	}
 	printHeader(b.log, &b.rep)
 	if !c.inprocess {
@@ -187,7 +182,7 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 
 	b.rep.Finished = time.Now().UTC()
 	b.rep.Host.LoadAvgEnd = loadAvg()
-	b.rep.ScalarMultNs = median(b.floors)
+	b.rep.ScalarMultNs = measure.Median(b.floors)
 	b.rep.ScalarMultMinNs, b.rep.ScalarMultMaxNs = slices.Min(b.floors), slices.Max(b.floors)
 	b.rep.ScalarMultTimings = len(b.floors)
 	b.rep.CeilingItemsPerSec = float64(c.cores) * 1e9 / b.rep.ScalarMultNs
@@ -205,25 +200,6 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 		if r.CallErrors+r.ItemErrors > 0 {
 			return errFailures
 		}
-	}
-	return nil
-}
-
-// checkLoopback refuses plaintext to anything but a loopback address: the
-// -dev server only listens there, and traffic stays on this machine.
-func checkLoopback(addr string, tlsOn bool) error {
-	if tlsOn {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return usagef("-addr %q: %v", addr, err)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return usagef("-addr %q: plaintext only to a loopback address (give -ca for TLS)", addr)
 	}
 	return nil
 }
@@ -376,12 +352,12 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 		before = st
 	}
 	w := startWatch(ctx, b.sampler, 250*time.Millisecond)
-	cpu0 := processCPU()
+	cpu0 := measure.ProcessCPU()
 	res := runLoad(ctx, loadParams{
 		apis: b.apis, reqs: reqs, concurrency: spec.concurrency,
 		rate: spec.rate, warmup: c.warmup, duration: c.duration, timeout: c.timeout,
 	})
-	cpu := processCPU() - cpu0
+	cpu := measure.ProcessCPU() - cpu0
 	peak, werr := w.end()
 	if err := ctx.Err(); err != nil {
 		return err
@@ -438,7 +414,7 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 	// The ratios use the median of the ScalarMult timings so far (and of
 	// all of them in the end): one timing disturbed by another process
 	// must not skew a run.
-	r.derive(c.cores, median(b.floors))
+	r.derive(c.cores, measure.Median(b.floors))
 	b.rep.Runs = append(b.rep.Runs, r)
 	fmt.Fprintf(b.log, "  %.0f items/s (%.3f × ceiling), p50 %.3f ms, p99 %.3f ms, %d errors\n",
 		r.ItemsPerSec, r.XCeiling, r.LatencyMs.P50, r.LatencyMs.P99, r.CallErrors+r.ItemErrors)

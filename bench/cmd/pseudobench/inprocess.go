@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -26,7 +27,10 @@ type inProcess struct {
 	stop       func()
 }
 
-func startInProcess(ctx context.Context) (_ *inProcess, err error) {
+// startInProcess starts the server. With a TLS configuration (the tests'),
+// it serves TLS instead of plaintext and takes the caller from the client
+// certificate instead of the development header.
+func startInProcess(ctx context.Context, tlsCfg *tls.Config) (_ *inProcess, err error) {
 	dir, err := os.MkdirTemp("", "pseudobench-")
 	if err != nil {
 		return nil, err
@@ -56,7 +60,8 @@ func startInProcess(ctx context.Context) (_ *inProcess, err error) {
 	cleanup = append(cleanup, func() { _ = cache.Close() })
 	srv, err := grpcserver.New(grpcserver.Config{
 		Keys:   cache,
-		Auth:   auth.New(auth.Config{Dev: true}),
+		Auth:   auth.New(auth.Config{Dev: tlsCfg == nil}),
+		TLS:    tlsCfg,
 		Logger: log,
 	})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,9 +15,7 @@ import (
 	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
-	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
-	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
 // short are flags that keep a test run well under a second per run.
@@ -125,32 +122,13 @@ func TestMTLSIdentify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	store, err := keys.OpenFileStore(filepath.Join(dir, "keys", "keys.json"), true)
+	srv, err := startInProcess(context.Background(), tlsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.EnsureDemo(ctx); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cache, err := keys.NewCache(ctx, store, &keys.CacheOptions{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cache.Close() })
-	srv, err := grpcserver.New(grpcserver.Config{Keys: cache, Auth: auth.New(auth.Config{}), TLS: tlsCfg, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() { _ = srv.Shutdown(ctx) })
+	t.Cleanup(srv.stop)
 
-	args := []string{"-addr", lis.Addr().String(), "-ca", caFile, "-cert", cliCert, "-key", cliKey,
+	args := []string{"-addr", srv.addr, "-ca", caFile, "-cert", cliCert, "-key", cliKey,
 		"-op", "identify", "-runs", "1x1,16x2", "-conns", "2"}
 	if _, err := os.Stat("/proc/self/status"); err == nil {
 		args = append(args, "-pid", strconv.Itoa(os.Getpid()))
@@ -188,6 +166,10 @@ func TestUsageErrors(t *testing.T) {
 		{"-batch", "0"},
 		{"-batch", "10", "-runs", "1x1"},
 		{"-runs", "1y1"},
+		{"-runs", "1x1", "-concurrency", "2"},
+		{"-concurrency", "1,x"},
+		{"-load", "0"},
+		{"-load-batch", "-1"},
 		{"-cert", "c.pem"},
 		{"-cert", "c.pem", "-key", "k.pem"},
 		{"-duration", "1h"},
@@ -197,6 +179,7 @@ func TestUsageErrors(t *testing.T) {
 		{"-inprocess", "-pid", "1"},
 		{"-metrics", "http://127.0.0.1:1/metrics", "-pid", "1"},
 		{"-addr", "192.0.2.1:50051"},
+		{"-addr", ":50051"},
 		{"extra"},
 	} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
@@ -220,9 +203,21 @@ func TestParseRuns(t *testing.T) {
 	if len(ls) != 2 || ls[0] != (runSpec{batch: 1, concurrency: 4, load: 0.5}) || ls[1].batch != 10 {
 		t.Errorf("load specs = %+v", ls)
 	}
-	c, err = parseConfig([]string{"-batch", "1,10", "-concurrency", "2,3"}, io.Discard)
+	c, err = parseConfig([]string{"-batch", "1,10,1", "-concurrency", "2,3"}, io.Discard)
 	if err != nil || len(c.runs) != 4 || c.runs[3] != (runSpec{batch: 10, concurrency: 3}) {
 		t.Errorf("cross product = %+v, %v", c.runs, err)
+	}
+	c, err = parseConfig([]string{"-batch", "100"}, io.Discard)
+	if err != nil || len(c.runs) != 2 || c.runs[1] != (runSpec{batch: 100, concurrency: 4}) {
+		t.Errorf("default -concurrency = %+v, %v", c.runs, err)
+	}
+	for _, addr := range []string{"localhost:1", "[::1]:1", "127.0.0.2:1"} {
+		if _, err := parseConfig([]string{"-addr", addr}, io.Discard); err != nil {
+			t.Errorf("-addr %s: %v", addr, err)
+		}
+	}
+	if _, err := parseConfig([]string{"-addr", "192.0.2.1:50051", "-ca", "ca.pem"}, io.Discard); err != nil {
+		t.Errorf("TLS to another host: %v", err)
 	}
 }
 

@@ -12,9 +12,11 @@
 // ceiling cores ÷ ScalarMult: the rate at which the server's cores could do
 // nothing but the one scalar multiplication that each item needs.
 //
-//	go run ./cmd/pseudobench -addr 127.0.0.1:50051 -metrics http://127.0.0.1:9090/metrics
-//	go run ./cmd/pseudobench -inprocess -cpuprofile cpu.out
+//	go -C bench run ./cmd/pseudobench -addr 127.0.0.1:50051 -metrics http://127.0.0.1:9090/metrics
+//	go -C bench run ./cmd/pseudobench -inprocess -cpuprofile /tmp/cpu.out
 //
+// It lives in the bench module (like cmd/compare and cmd/report, which
+// read its -json output), not among the product's commands.
 // scripts/bench.sh runs the standard matrix; docs/benchmarks.md explains
 // every number.
 package main
