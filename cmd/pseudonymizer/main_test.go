@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -245,20 +246,27 @@ func TestRunDevMTLS(t *testing.T) {
 		"-health-listen", "127.0.0.1:0",
 		"-data-dir", dir, "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.WriteCA(t, dir)})
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "demo-owner", "")}, MinVersion: tls.VersionTLS12,
-	})))
-	if err != nil {
-		t.Fatal(err)
+	dialAs := func(cn string) *grpc.ClientConn {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, cn, "")}, MinVersion: tls.VersionTLS12,
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
 	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// The certificate names the caller: demo-owner owns the demo domain,
-	// so it may pseudonymize but not identify.
-	resp, err := pb.NewPseudonymizerClient(conn).GetDomain(ctx, &pb.GetDomainRequest{Name: keys.DemoDomain})
-	if err != nil || len(resp.GetAllowedOperations()) != 1 || resp.GetAllowedOperations()[0] != pb.Operation_OPERATION_PSEUDONYMIZE {
-		t.Fatalf("GetDomain as the demo owner: %v, %v", resp, err)
+	// The certificate names the caller: a doctor may pseudonymize and
+	// identify in the demo domain; demo-owner owns it, so it may do
+	// neither (owners never obtain identifiers).
+	resp, err := pb.NewPseudonymizerClient(dialAs("doctor-1")).GetDomain(ctx, &pb.GetDomainRequest{Name: keys.DemoDomain})
+	if err != nil || !slices.Equal(resp.GetAllowedOperations(), []pb.Operation{pb.Operation_OPERATION_PSEUDONYMIZE, pb.Operation_OPERATION_IDENTIFY}) {
+		t.Fatalf("GetDomain as a doctor: %v, %v", resp, err)
+	}
+	if _, err := pb.NewPseudonymizerClient(dialAs("demo-owner")).GetDomain(ctx, &pb.GetDomainRequest{Name: keys.DemoDomain}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("GetDomain as the demo owner: %v, want PERMISSION_DENIED", err)
 	}
 
 	m := regexp.MustCompile(`serving metrics on (\S+)`).FindStringSubmatch(stdout.String())
