@@ -745,6 +745,12 @@ func (h *hostileEnv) attacks() []hostileAttack {
 			tr := h.openTransit(ctx, t)
 			return h.identify(ctx, t, h.conns[therlink], openDomain, tr.Point, tr.Info)
 		}},
+		{"owner pseudonymizes in its domain (a dictionary of its pseudonyms)", codes.PermissionDenied, rNotAllowed, withInfo, func(ctx context.Context, t *testing.T) hostileOutcome {
+			return h.pseudonymizeItem(ctx, t, h.conns[rxService], rxDomain, h.blinded(t))
+		}},
+		{"owner of another domain pseudonymizes where pseudonymize is *", codes.PermissionDenied, rNotAllowed, withInfo, func(ctx context.Context, t *testing.T) hostileOutcome {
+			return h.pseudonymizeItem(ctx, t, h.conns[therlink], openDomain, h.blinded(t))
+		}},
 		{"owner converts to open_v1, then identifies there", codes.PermissionDenied, rNotAllowed, withInfo, func(ctx context.Context, t *testing.T) hostileOutcome {
 			conv, err := sdk(h.conns[rxService]).Convert(ctx, rxDomain, openDomain, h.ownerTransit(t))
 			if err != nil {
