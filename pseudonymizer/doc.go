@@ -13,20 +13,19 @@
 // The service is blind: it only ever sees uniformly random points (b·M,
 // b·P_T), never an identifier or a pseudonym.
 //
-// [Domain] and its batch functions ([Domain.PseudonymizeBatch],
-// [Domain.IdentifyBatch], [ConvertBatch]) are the cryptographic core; a
-// batch of identify or convert items costs a single scalar inversion, and
-// k⁻¹ is computed once per key version ([NewDomain]).
-//
-// [Server] is the gRPC handler of pseudonymizer.v1: it reads domains from a
-// [KeySource] (a *keys.Cache), checks each domain's policy against the
-// caller's principal (see [Server] for the rules), evaluates batches, and
-// reports per-item failures as google.rpc.Status values with an ErrorInfo
-// reason. Identity (mTLS, JWT), rate limits, audit logs and metrics are the
-// interceptors' business (internal/grpcserver wires them).
+// This package is the evaluation core, and nothing else: [Domain] and its
+// batch functions ([Domain.PseudonymizeBatch], [Domain.IdentifyBatch],
+// [ConvertBatch]), with the per-key seal limit ([SealLimiter]). A batch of
+// identify or convert items costs a single scalar inversion, and k⁻¹ is
+// computed once per key version ([NewDomain]). A panic while evaluating a
+// batch is recovered: the items of that chunk fail with [ErrInternal].
+// It knows no transport, no caller and no policy: the gRPC handler of
+// pseudonymizer.v1 (authentication, each domain's policy, per-item
+// statuses, audit, rate limits, metrics) is in internal/grpcserver, which
+// uses it. Arrows point one way: cmd → internal/grpcserver → pseudonymizer →
+// keys, internal/transit, internal/point.
 //
 // All operations on secret values (k, k⁻¹, transit scalars, transit keys)
-// are constant time. No error message, status, log record or metric of this
-// package contains a point, a scalar, a key, an identifier or a pseudonym:
-// statuses carry fixed messages chosen by one function (toStatus).
+// are constant time. No error of this package contains a point, a scalar,
+// a key, an identifier or a pseudonym.
 package pseudonymizer

@@ -26,6 +26,17 @@ var ErrSameDomain = errors.New("pseudonymizer: convert within one domain")
 // error is a *PanicError.
 var ErrInternal = errors.New("pseudonymizer: internal error")
 
+// LifetimeError is the error of an item whose transitInfo lifetime (exp −
+// iat) exceeds the domain's maximum; it matches
+// transit.ErrLifetimeTooLong with errors.Is and carries the limit.
+type LifetimeError struct{ Max time.Duration }
+
+// Error implements error.
+func (e *LifetimeError) Error() string { return transit.ErrLifetimeTooLong.Error() }
+
+// Unwrap makes errors.Is(err, transit.ErrLifetimeTooLong) true.
+func (e *LifetimeError) Unwrap() error { return transit.ErrLifetimeTooLong }
+
 // PanicError is the error of items whose evaluation panicked. It describes
 // the panic without its value, which could hold request data.
 type PanicError struct{ Panic *recovered.Panic }
@@ -50,12 +61,22 @@ type Domain struct {
 	seals   *sealCount
 	k, kInv *ristretto255.Scalar
 	transit *transit.KeySet
-	policy  keys.Policy
 	kids    []string
 }
 
+// DomainOption configures a [Domain] made by [NewDomain].
+type DomainOption func(*Domain)
+
+// WithSealLimiter counts the domain's seals under its active transit key
+// with l, which refuses those past its limit (per item,
+// ErrTransitKeyExhausted). Without it, seals are not limited. The counts
+// live in l, so that they survive new generations of the domain's keys.
+func WithSealLimiter(l *SealLimiter) DomainOption {
+	return func(d *Domain) { d.seals = l.counter(d.name, d.ActiveKid()) }
+}
+
 // NewDomain prepares a domain's keys for evaluation.
-func NewDomain(d *keys.Domain) (*Domain, error) {
+func NewDomain(d *keys.Domain, opts ...DomainOption) (*Domain, error) {
 	if d == nil || d.Name == "" || d.Audience == "" {
 		return nil, fmt.Errorf("%w: domain without name or audience", keys.ErrInvalid)
 	}
@@ -82,7 +103,7 @@ func NewDomain(d *keys.Domain) (*Domain, error) {
 		maxLifetime = max(keys.DefaultMaxLifetime, ttl)
 	}
 	slices.Sort(kids)
-	return &Domain{
+	dom := &Domain{
 		name:        d.Name,
 		audience:    d.Audience,
 		ttl:         ttl,
@@ -91,9 +112,12 @@ func NewDomain(d *keys.Domain) (*Domain, error) {
 		k:           k,
 		kInv:        ristretto255.NewScalar().Invert(k),
 		transit:     ks,
-		policy:      d.Policy.Clone(),
 		kids:        kids,
-	}, nil
+	}
+	for _, o := range opts {
+		o(dom)
+	}
+	return dom, nil
 }
 
 // Name returns the domain's name.
@@ -117,9 +141,6 @@ func (d *Domain) Kids() []string { return append([]string(nil), d.kids...) }
 
 // Generation returns the generation of the key material it was made from.
 func (d *Domain) Generation() uint64 { return d.generation }
-
-// Policy returns a copy of the domain's authorization policy.
-func (d *Domain) Policy() keys.Policy { return d.policy.Clone() }
 
 // String describes the domain without its keys.
 func (d *Domain) String() string { return fmt.Sprintf("domain(%s)", d.name) }
@@ -272,7 +293,7 @@ func (d *Domain) open(items []Item, p *Params, errs []error) []opened {
 		}
 		o, err := d.transit.Open(it.TransitInfo, c)
 		if errors.Is(err, transit.ErrLifetimeTooLong) {
-			err = &lifetimeError{max: d.maxLifetime}
+			err = &LifetimeError{Max: d.maxLifetime}
 		}
 		if err != nil {
 			errs[i] = err

@@ -95,7 +95,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "required iss of bearer tokens")
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "required aud of bearer tokens")
 
-	fs.IntVar(&c.maxBatch, "max-batch", pseudonymizer.DefaultMaxBatch, "maximum items per call or stream chunk")
+	fs.IntVar(&c.maxBatch, "max-batch", grpcserver.DefaultMaxBatch, "maximum items per call or stream chunk")
 	fs.IntVar(&c.maxMsgSize, "max-msg-size", 0, "maximum request message size in `bytes` (default: what -max-batch items of the largest size need)")
 	fs.IntVar(&c.maxConns, "max-connections", defaultMaxConns, "concurrent client connections accepted on -listen; further ones wait")
 	fs.IntVar(&c.maxStreams, "max-streams", grpcserver.DefaultMaxConcurrentStreams, "concurrent calls per connection")

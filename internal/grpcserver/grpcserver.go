@@ -93,7 +93,7 @@ const (
 // Config configures a [Server].
 type Config struct {
 	// Keys is where domains are read (a *keys.Cache). Required.
-	Keys pseudonymizer.KeySource
+	Keys KeySource
 	// Auth identifies callers. Required.
 	Auth *auth.Authenticator
 	// TLS is the transport security; nil means plaintext, which New only
@@ -101,7 +101,7 @@ type Config struct {
 	// loopback address, see CheckLoopbackAddr).
 	TLS *tls.Config
 	// MaxBatch is the maximum number of items of a call or stream chunk;
-	// pseudonymizer.DefaultMaxBatch when zero.
+	// DefaultMaxBatch when zero.
 	MaxBatch int
 	// MaxRecvMsgSize bounds the size of a request message in bytes;
 	// MaxRecvMsgSizeFor(MaxBatch) when zero. Larger messages fail with
@@ -143,7 +143,7 @@ type Server struct {
 	// probes that cannot do (m)TLS (kubelet gRPC probes).
 	healthOnly *grpc.Server
 	reg        *prometheus.Registry
-	keys       pseudonymizer.KeySource
+	keys       KeySource
 	log        *slog.Logger
 
 	stop     chan struct{}
@@ -161,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("grpcserver: plaintext is only allowed in development mode: configure TLS")
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = pseudonymizer.DefaultMaxBatch
+		cfg.MaxBatch = DefaultMaxBatch
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = MaxRecvMsgSizeFor(cfg.MaxBatch)
@@ -238,7 +238,7 @@ func New(cfg Config) (*Server, error) {
 				p, _ := auth.Principal(ctx)
 				return p
 			},
-			Cost: pseudonymizer.Items,
+			Cost: Items,
 		})
 		unary = append(unary, lim.UnaryServerInterceptor())
 		stream = append(stream, lim.StreamServerInterceptor())
@@ -273,8 +273,7 @@ func New(cfg Config) (*Server, error) {
 		log.Warn("grpcserver: a transit key has sealed half of its limit: rotate it (pseudoctl transit-key rotate)",
 			"domain", domain, "kid", kid, "limit", limit)
 	})
-	handler := pseudonymizer.NewServer(cfg.Keys, pseudonymizer.WithMaxBatch(cfg.MaxBatch),
-		pseudonymizer.WithSealLimiter(seals), pseudonymizer.WithLogger(log))
+	handler := newHandler(cfg.Keys, cfg.MaxBatch, seals, log)
 	gs.RegisterService(deferDecoding(pb.Pseudonymizer_ServiceDesc), handler)
 	if err := reg.Register(newSealMetrics(seals)); err != nil {
 		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)

@@ -20,7 +20,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
-	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 // The work done for a request before it is trusted is bounded in three
@@ -42,7 +41,7 @@ import (
 //     the maximum batch size fails with BATCH_TOO_LARGE before a single item
 //     is allocated, and before any rate accounting.
 //  3. Only then is it decoded; a body that does not decode (malformed
-//     protobuf, invalid UTF-8, an item id over pseudonymizer.MaxItemIDLen)
+//     protobuf, invalid UTF-8, an item id over MaxItemIDLen)
 //     fails with INVALID_ARGUMENT, ERROR_REASON_MALFORMED_REQUEST, and is
 //     audited like every other call.
 //
@@ -53,7 +52,7 @@ import (
 
 // perItemBytes bounds the encoding of one identify or convert item: its id,
 // point and transitInfo, with their tags and lengths.
-const perItemBytes = pseudonymizer.MaxItemIDLen + point.Size + transit.MaxLen + 32
+const perItemBytes = MaxItemIDLen + point.Size + transit.MaxLen + 32
 
 // MaxRecvMsgSizeFor is the largest request a server with the given maximum
 // batch size needs to accept: every item at its largest, plus the domain
@@ -86,7 +85,7 @@ type decoder struct{ maxBatch int }
 func (d *decoder) decode(b []byte, m any) error {
 	msg, ok := m.(proto.Message)
 	if !ok {
-		return pseudonymizer.ErrMalformedRequest
+		return ErrMalformedRequest
 	}
 	md := msg.ProtoReflect().Descriptor()
 	n, err := countItems(b, md, 0)
@@ -94,13 +93,13 @@ func (d *decoder) decode(b []byte, m any) error {
 		return err
 	}
 	if n > d.maxBatch {
-		return &pseudonymizer.BatchTooLargeError{Max: d.maxBatch}
+		return &BatchTooLargeError{Max: d.maxBatch}
 	}
 	if err := proto.Unmarshal(b, msg); err != nil {
-		return pseudonymizer.ErrMalformedRequest
+		return ErrMalformedRequest
 	}
-	if !idsWithin(msg.ProtoReflect(), pseudonymizer.MaxItemIDLen) {
-		return pseudonymizer.ErrMalformedRequest
+	if !idsWithin(msg.ProtoReflect(), MaxItemIDLen) {
+		return ErrMalformedRequest
 	}
 	return nil
 }
@@ -118,12 +117,12 @@ func countItems(b []byte, md protoreflect.MessageDescriptor, depth int) (int, er
 	for len(b) > 0 {
 		num, typ, l := protowire.ConsumeTag(b)
 		if l < 0 {
-			return 0, pseudonymizer.ErrMalformedRequest
+			return 0, ErrMalformedRequest
 		}
 		b = b[l:]
 		vl := protowire.ConsumeFieldValue(num, typ, b)
 		if vl < 0 {
-			return 0, pseudonymizer.ErrMalformedRequest
+			return 0, ErrMalformedRequest
 		}
 		switch {
 		case items != nil && num == items.Number():
@@ -198,7 +197,7 @@ func (d *decoder) unaryInterceptor() grpc.UnaryServerInterceptor {
 				return nil, err // already answered by the library
 			}
 			if err := d.decode(raw.b, req); err != nil {
-				return nil, pseudonymizer.Status(err).Err()
+				return nil, Status(err).Err()
 			}
 		}
 		return handler(ctx, req)
@@ -269,7 +268,7 @@ func (s *guardedStream) take(r received, m any) error {
 		return r.err
 	}
 	if err := s.d.decode(r.b, m); err != nil {
-		return pseudonymizer.Status(err).Err()
+		return Status(err).Err()
 	}
 	return nil
 }

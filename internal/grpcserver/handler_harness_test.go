@@ -1,14 +1,12 @@
-package pseudonymizer_test
+package grpcserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
 	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,24 +56,6 @@ var testSpecs = []keys.DomainSpec{
 	{Name: "secret_v1", Audience: "urn:test:secret:v1", Policy: keys.Policy{
 		Pseudonymize: []string{"someone-else"},
 	}},
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }
 
 // env is a real server (grpcserver: every interceptor) over bufconn, in

@@ -1,4 +1,4 @@
-package pseudonymizer
+package grpcserver
 
 import (
 	"context"
@@ -129,7 +129,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := NewServer(cache)
+			s := newHandler(cache, DefaultMaxBatch, nil, slog.Default())
 			for _, who := range principals {
 				owner := slices.Contains(p1.owners, who) || slices.Contains(p2.owners, who)
 				for i, name := range names {
@@ -170,7 +170,7 @@ func TestOwnersNeverIdentify(t *testing.T) {
 			_ = cache.Close()
 			// Defence in depth: even a source that validates nothing (every
 			// domain served as it is) lets no owner identify.
-			raw := NewServer(rawSet(src.domains))
+			raw := newHandler(rawSet(src.domains), DefaultMaxBatch, nil, slog.Default())
 			for _, who := range principals {
 				owner := slices.Contains(p1.owners, who) || slices.Contains(p2.owners, who)
 				for _, name := range names {

@@ -1,4 +1,4 @@
-package pseudonymizer_test
+package grpcserver_test
 
 import (
 	"bytes"
@@ -20,7 +20,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
-	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 func TestPseudonymizeIdentifyRoundTrip(t *testing.T) {
@@ -599,7 +598,7 @@ func TestRateLimitPerItem(t *testing.T) {
 }
 
 // panicky is a key source that panics for one domain name.
-type panicky struct{ pseudonymizer.KeySource }
+type panicky struct{ grpcserver.KeySource }
 
 const panicValue = "panic-value-that-must-not-leak"
 

@@ -1,4 +1,4 @@
-package pseudonymizer
+package grpcserver
 
 import (
 	"errors"
@@ -14,6 +14,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 // Errors of the Server's requests, before they become statuses.
@@ -48,19 +49,13 @@ func (e *BatchTooLargeError) Error() string {
 	return fmt.Sprintf("pseudonymizer: more than %d items", e.Max)
 }
 
-// lifetimeError is transit.ErrLifetimeTooLong with the domain's limit.
-type lifetimeError struct{ max time.Duration }
-
-func (e *lifetimeError) Error() string { return transit.ErrLifetimeTooLong.Error() }
-func (e *lifetimeError) Unwrap() error { return transit.ErrLifetimeTooLong }
-
 // toStatus maps every error of the service, per item or per call, to its
 // gRPC code, its ErrorReason and a fixed message (see pseudonymizer.proto).
 // No message is ever taken from the error: none can carry a point, a key or
 // an identifier.
 func toStatus(err error) *status.Status {
 	var tooLarge *BatchTooLargeError
-	var lifetime *lifetimeError
+	var lifetime *pseudonymizer.LifetimeError
 	switch {
 	// Item errors.
 	case errors.Is(err, point.ErrInvalidPoint):
@@ -90,11 +85,11 @@ func toStatus(err error) *status.Status {
 	case errors.As(err, &lifetime):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG,
 			"transitInfo lifetime (exp - iat) exceeds the domain's maximum",
-			map[string]string{"max_lifetime_seconds": strconv.FormatInt(int64(lifetime.max/time.Second), 10)})
+			map[string]string{"max_lifetime_seconds": strconv.FormatInt(int64(lifetime.Max/time.Second), 10)})
 	case errors.Is(err, transit.ErrLifetimeTooLong):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG,
 			"transitInfo lifetime (exp - iat) exceeds the domain's maximum", nil)
-	case errors.Is(err, ErrTransitKeyExhausted):
+	case errors.Is(err, pseudonymizer.ErrTransitKeyExhausted):
 		return rpcstatus.New(codes.FailedPrecondition, pb.ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED,
 			"the domain's active transit key reached its seal limit: it must be rotated", nil)
 
@@ -109,7 +104,7 @@ func toStatus(err error) *status.Status {
 	case errors.Is(err, errNoDomain):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_UNSPECIFIED,
 			"domain name is empty", nil)
-	case errors.Is(err, ErrSameDomain):
+	case errors.Is(err, pseudonymizer.ErrSameDomain):
 		return rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_UNSPECIFIED,
 			"from_domain and to_domain are the same", nil)
 	case errors.Is(err, errDenied):

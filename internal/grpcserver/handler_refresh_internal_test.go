@@ -1,8 +1,9 @@
-package pseudonymizer_test
+package grpcserver
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,7 +15,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
-	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 // countingSource counts the reads of a real store.
@@ -47,7 +47,7 @@ func TestUnknownKidRefreshesKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cache.Close()
-	srv := pseudonymizer.NewServer(cache)
+	srv := newHandler(cache, DefaultMaxBatch, nil, slog.Default())
 	call := auth.WithPrincipal(ctx, "pharmacist")
 
 	kid, err := store.RotateTransitKey(ctx, "rx_v1")
@@ -126,7 +126,7 @@ func (h *hangingSource) Domain(ctx context.Context, name string) (*keys.Domain, 
 
 // TestUnknownKidRefreshBounded: while the key store hangs (Vault down, its
 // connections black-holed), a call carrying an unknown kid is not held up
-// by the store: the refresh gives up at pseudonymizer.RefreshTimeout (the
+// by the store: the refresh gives up at RefreshTimeout (the
 // call's own deadline is far longer), and the item fails with UNKNOWN_KID.
 func TestUnknownKidRefreshBounded(t *testing.T) {
 	ctx := context.Background()
@@ -144,7 +144,7 @@ func TestUnknownKidRefreshBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cache.Close()
-	srv := pseudonymizer.NewServer(cache)
+	srv := newHandler(cache, DefaultMaxBatch, nil, slog.Default())
 	src.hang.Store(true)
 
 	forged, _ := keys.GenerateDomain(spec, nil)

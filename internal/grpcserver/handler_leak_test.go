@@ -1,4 +1,4 @@
-package pseudonymizer_test
+package grpcserver_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package pseudonymizer
+package grpcserver
 
 import (
 	"context"
@@ -20,13 +20,14 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 // DefaultMaxBatch is the maximum number of items of one call (or stream
 // chunk) when none is configured.
 const DefaultMaxBatch = 1000
 
-// KeySource is where a [Server] reads domains. *keys.Cache implements it.
+// KeySource is where a the handler reads domains. *keys.Cache implements it.
 // Implementations must be safe for concurrent use.
 type KeySource interface {
 	// Domain returns the current snapshot of a domain, without I/O (it is
@@ -95,57 +96,24 @@ var (
 // metadata "max_batch_size" gives the limit), ConvertTo within one domain
 // (INVALID_ARGUMENT), authorization (PERMISSION_DENIED). Then every item is
 // evaluated, and an item that fails gets its own google.rpc.Status.
-type Server struct {
+type handler struct {
 	pb.UnimplementedPseudonymizerServer
 
 	src      KeySource
 	maxBatch int
 	prepared sync.Map // domain name → *prepared
-	seals    *SealLimiter
+	seals    *pseudonymizer.SealLimiter
 	log      *slog.Logger
 }
 
-var _ pb.PseudonymizerServer = (*Server)(nil)
+var _ pb.PseudonymizerServer = (*handler)(nil)
 
-// prepared is a Domain made from one generation of a domain's keys.
+// prepared is a Domain made from one generation of a domain's keys, with
+// that generation's policy.
 type prepared struct {
 	generation uint64
-	d          *Domain
-}
-
-// Option configures a [Server].
-type Option func(*Server)
-
-// WithMaxBatch sets the maximum number of items of one call or stream chunk
-// (DefaultMaxBatch when n <= 0). Larger requests fail with INVALID_ARGUMENT,
-// reason ERROR_REASON_BATCH_TOO_LARGE.
-func WithMaxBatch(n int) Option {
-	return func(s *Server) {
-		if n > 0 {
-			s.maxBatch = n
-		}
-	}
-}
-
-// WithSealLimiter makes the server count seals per transit key with l and
-// refuse those past its limit (per item, ErrTransitKeyExhausted). By
-// default a limiter of DefaultMaxSealsPerKey is used.
-func WithSealLimiter(l *SealLimiter) Option {
-	return func(s *Server) {
-		if l != nil {
-			s.seals = l
-		}
-	}
-}
-
-// WithLogger sets where the server logs recovered panics (their type and
-// stack only); slog.Default() by default.
-func WithLogger(log *slog.Logger) Option {
-	return func(s *Server) {
-		if log != nil {
-			s.log = log
-		}
-	}
+	d          *pseudonymizer.Domain
+	policy     keys.Policy
 }
 
 // RefreshTimeout bounds how long a call waits for the key store when its
@@ -153,21 +121,11 @@ func WithLogger(log *slog.Logger) Option {
 // ERROR_REASON_UNKNOWN_KID and the call is not held up by a slow store.
 const RefreshTimeout = 250 * time.Millisecond
 
-// NewServer returns the gRPC handler of pseudonymizer.v1 serving the domains
-// of src.
-func NewServer(src KeySource, opts ...Option) *Server {
-	s := &Server{src: src, maxBatch: DefaultMaxBatch, log: slog.Default()}
-	for _, o := range opts {
-		o(s)
-	}
-	if s.seals == nil {
-		s.seals = NewSealLimiter(0, nil)
-	}
-	return s
+// newHandler returns the handler of pseudonymizer.v1 serving the domains of
+// src, batches of at most maxBatch items, seals counted by seals.
+func newHandler(src KeySource, maxBatch int, seals *pseudonymizer.SealLimiter, log *slog.Logger) *handler {
+	return &handler{src: src, maxBatch: maxBatch, seals: seals, log: log}
 }
-
-// Seals returns the seal limiter: counts per transit key, for metrics.
-func (s *Server) Seals() *SealLimiter { return s.seals }
 
 // Items returns the number of items of a pseudonymizer.v1 request or stream
 // message, and 0 for any other message. Rate limits count items with it.
@@ -191,29 +149,29 @@ func Items(msg any) int {
 
 // domain returns the prepared domain, computing it (and k⁻¹) only when the
 // key source has a new generation of it.
-func (s *Server) domain(name string) (*Domain, error) {
+func (s *handler) domain(name string) (*prepared, error) {
 	kd, err := s.src.Domain(name)
 	if err != nil {
 		return nil, err
 	}
 	if v, ok := s.prepared.Load(name); ok {
 		if p := v.(*prepared); p.generation == kd.Generation {
-			return p.d, nil
+			return p, nil
 		}
 	}
-	d, err := NewDomain(kd)
+	d, err := pseudonymizer.NewDomain(kd, pseudonymizer.WithSealLimiter(s.seals))
 	if err != nil {
 		return nil, err
 	}
-	d.seals = s.seals.counter(d.name, d.ActiveKid())
-	s.prepared.Store(name, &prepared{generation: kd.Generation, d: d})
-	return d, nil
+	p := &prepared{generation: kd.Generation, d: d, policy: kd.Policy}
+	s.prepared.Store(name, p)
+	return p, nil
 }
 
 // retryUnknownKids evaluates again, with freshly read keys, the items whose
 // transitInfo named a kid that d does not know. eval evaluates a subset of
 // the items (given by index) with a domain and writes their outcome.
-func (s *Server) retryUnknownKids(ctx context.Context, d *Domain, errs []error, eval func(nd *Domain, idx []int)) {
+func (s *handler) retryUnknownKids(ctx context.Context, d *pseudonymizer.Domain, errs []error, eval func(nd *pseudonymizer.Domain, idx []int)) {
 	var idx []int
 	for i, err := range errs {
 		if errors.Is(err, transit.ErrUnknownKid) {
@@ -230,11 +188,11 @@ func (s *Server) retryUnknownKids(ctx context.Context, d *Domain, errs []error, 
 	if err != nil || kd.Generation == d.Generation() {
 		return
 	}
-	nd, err := s.domain(d.Name())
+	np, err := s.domain(d.Name())
 	if err != nil {
 		return
 	}
-	eval(nd, idx)
+	eval(np.d, idx)
 }
 
 // callContext is what every operation needs besides its request.
@@ -246,7 +204,7 @@ type callContext struct {
 	panicLogged bool
 }
 
-func (s *Server) begin(ctx context.Context) (*callContext, error) {
+func (s *handler) begin(ctx context.Context) (*callContext, error) {
 	caller, ok := auth.Principal(ctx)
 	if !ok {
 		return nil, errUnauthenticated
@@ -258,25 +216,25 @@ func (s *Server) begin(ctx context.Context) (*callContext, error) {
 // may use it; errDenied otherwise, whichever it is. The audit record gets
 // the name of an existing domain, allowed or not, and never a name that the
 // caller made up.
-func (s *Server) authorized(c *callContext, name string, allowed func(*Server, keys.Policy, string) bool) (*Domain, error) {
+func (s *handler) authorized(c *callContext, name string, allowed func(*handler, keys.Policy, string) bool) (*prepared, error) {
 	if name == "" {
 		return nil, errNoDomain
 	}
-	d, err := s.domain(name)
+	p, err := s.domain(name)
 	switch {
 	case errors.Is(err, keys.ErrUnknownDomain):
 		return nil, errDenied
 	case err != nil:
 		return nil, err
 	}
-	c.rec.AddDomain(d.Name())
-	if !allowed(s, d.policy, c.caller) {
+	c.rec.AddDomain(p.d.Name())
+	if !allowed(s, p.policy, c.caller) {
 		return nil, errDenied
 	}
-	return d, nil
+	return p, nil
 }
 
-func (s *Server) checkBatch(n int) error {
+func (s *handler) checkBatch(n int) error {
 	if n > s.maxBatch {
 		return &BatchTooLargeError{Max: s.maxBatch}
 	}
@@ -286,7 +244,7 @@ func (s *Server) checkBatch(n int) error {
 // itemError turns an item's error into its google.rpc.Status and records
 // it. The first recovered panic of a call is logged, without its value.
 func itemError(c *callContext, err error) *status.Status {
-	var pe *PanicError
+	var pe *pseudonymizer.PanicError
 	if !c.panicLogged && errors.As(err, &pe) {
 		c.panicLogged = true
 		c.log.ErrorContext(c.ctx, "pseudonymizer: panic while evaluating items (recovered; the items got INTERNAL)",
@@ -299,7 +257,7 @@ func itemError(c *callContext, err error) *status.Status {
 
 // start runs the checks every batch call begins with, in order: the
 // caller's identity, a domain name, the batch size, the authorization.
-func (s *Server) start(ctx context.Context, domain string, n int, allowed func(*Server, keys.Policy, string) bool) (*callContext, *Domain, error) {
+func (s *handler) start(ctx context.Context, domain string, n int, allowed func(*handler, keys.Policy, string) bool) (*callContext, *pseudonymizer.Domain, error) {
 	c, err := s.begin(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -310,21 +268,21 @@ func (s *Server) start(ctx context.Context, domain string, n int, allowed func(*
 	if err := s.checkBatch(n); err != nil {
 		return nil, nil, err
 	}
-	d, err := s.authorized(c, domain, allowed)
+	p, err := s.authorized(c, domain, allowed)
 	if err != nil {
 		return nil, nil, err
 	}
-	return c, d, nil
+	return c, p.d, nil
 }
 
 // transitItems are the inputs of identify and convert.
 func transitItems[T interface {
 	GetBlinded() []byte
 	GetTransitInfo() string
-}](items []T) []Item {
-	in := make([]Item, len(items))
+}](items []T) []pseudonymizer.Item {
+	in := make([]pseudonymizer.Item, len(items))
 	for i, it := range items {
-		in[i] = Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
+		in[i] = pseudonymizer.Item{Blinded: it.GetBlinded(), TransitInfo: it.GetTransitInfo()}
 	}
 	return in
 }
@@ -337,11 +295,11 @@ func pick[T any](s []T, idx []int) []T {
 	return out
 }
 
-func evaluatedPB(e *Evaluated) *pb.Evaluated {
+func evaluatedPB(e *pseudonymizer.Evaluated) *pb.Evaluated {
 	return &pb.Evaluated{Point: e.Point[:], TransitInfo: e.TransitInfo}
 }
 
-func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
+func (s *handler) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
 	items := req.GetItems()
 	c, d, err := s.start(ctx, req.GetDomain(), len(items), canPseudonymize)
 	if err != nil {
@@ -353,7 +311,7 @@ func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) 
 	for i, it := range items {
 		blinded[i] = it.GetBlinded()
 	}
-	out, errs := d.PseudonymizeBatch(blinded, &Params{Now: time.Now(), Caller: c.caller})
+	out, errs := d.PseudonymizeBatch(blinded, &pseudonymizer.Params{Now: time.Now(), Caller: c.caller})
 	res := make([]*pb.PseudonymizeResult, len(items))
 	for i, it := range items {
 		r := &pb.PseudonymizeResult{Id: it.GetId()}
@@ -367,7 +325,7 @@ func (s *Server) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) 
 	return &pb.PseudonymizeResponse{Results: res}, nil
 }
 
-func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
+func (s *handler) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
 	items := req.GetItems()
 	c, d, err := s.start(ctx, req.GetDomain(), len(items), canIdentify)
 	if err != nil {
@@ -376,9 +334,9 @@ func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.Ide
 	c.rec.AddItems(len(items))
 
 	in := transitItems(items)
-	p := &Params{Now: time.Now(), Caller: c.caller}
+	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller}
 	out, errs := d.IdentifyBatch(in, p)
-	s.retryUnknownKids(ctx, d, errs, func(nd *Domain, idx []int) {
+	s.retryUnknownKids(ctx, d, errs, func(nd *pseudonymizer.Domain, idx []int) {
 		o, e := nd.IdentifyBatch(pick(in, idx), p)
 		for j, i := range idx {
 			out[i], errs[i] = o[j], e[j]
@@ -397,7 +355,7 @@ func (s *Server) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.Ide
 	return &pb.IdentifyResponse{Results: res}, nil
 }
 
-func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
+func (s *handler) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
 	c, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -411,28 +369,30 @@ func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Con
 		return nil, err
 	}
 	if from == to {
-		return nil, ErrSameDomain
+		return nil, pseudonymizer.ErrSameDomain
 	}
-	fd, err := s.authorized(c, from, func(_ *Server, p keys.Policy, caller string) bool {
+	fp, err := s.authorized(c, from, func(_ *handler, p keys.Policy, caller string) bool {
 		return canConvert(p, to, caller)
 	})
 	if err != nil {
 		return nil, err
 	}
+	fd := fp.d
 	// The policy of from_domain names to_domain: its existence is no
 	// secret to this caller.
-	td, err := s.domain(to)
+	tp, err := s.domain(to)
 	if err != nil {
 		return nil, err
 	}
+	td := tp.d
 	c.rec.AddDomain(td.Name())
 	c.rec.AddItems(len(items))
 
 	in := transitItems(items)
-	p := &Params{Now: time.Now(), Caller: c.caller}
-	out, errs := ConvertBatch(fd, td, in, p)
-	s.retryUnknownKids(ctx, fd, errs, func(nd *Domain, idx []int) {
-		o, e := ConvertBatch(nd, td, pick(in, idx), p)
+	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller}
+	out, errs := pseudonymizer.ConvertBatch(fd, td, in, p)
+	s.retryUnknownKids(ctx, fd, errs, func(nd *pseudonymizer.Domain, idx []int) {
+		o, e := pseudonymizer.ConvertBatch(nd, td, pick(in, idx), p)
 		for j, i := range idx {
 			out[i], errs[i] = o[j], e[j]
 		}
@@ -450,7 +410,7 @@ func (s *Server) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Con
 	return &pb.ConvertToResponse{Results: res}, nil
 }
 
-func (s *Server) Pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
+func (s *handler) Pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) (*pb.PseudonymizeResponse, error) {
 	resp, err := s.pseudonymize(ctx, req)
 	if err != nil {
 		return nil, toStatus(err).Err()
@@ -459,7 +419,7 @@ func (s *Server) Pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest) 
 }
 
 // Identify implements pseudonymizerv1.PseudonymizerServer.
-func (s *Server) Identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
+func (s *handler) Identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.IdentifyResponse, error) {
 	resp, err := s.identify(ctx, req)
 	if err != nil {
 		return nil, toStatus(err).Err()
@@ -468,7 +428,7 @@ func (s *Server) Identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.Ide
 }
 
 // ConvertTo implements pseudonymizerv1.PseudonymizerServer.
-func (s *Server) ConvertTo(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
+func (s *handler) ConvertTo(ctx context.Context, req *pb.ConvertToRequest) (*pb.ConvertToResponse, error) {
 	resp, err := s.convert(ctx, req)
 	if err != nil {
 		return nil, toStatus(err).Err()
@@ -509,7 +469,7 @@ func serveStream[Req, Resp, In, Out any](
 
 // PseudonymizeStream implements pseudonymizerv1.PseudonymizerServer: each
 // chunk is handled as one Pseudonymize call.
-func (s *Server) PseudonymizeStream(stream grpc.BidiStreamingServer[pb.PseudonymizeStreamRequest, pb.PseudonymizeStreamResponse]) error {
+func (s *handler) PseudonymizeStream(stream grpc.BidiStreamingServer[pb.PseudonymizeStreamRequest, pb.PseudonymizeStreamResponse]) error {
 	return serveStream(stream, (*pb.PseudonymizeStreamRequest).GetRequest, s.pseudonymize,
 		func(r *pb.PseudonymizeResponse) *pb.PseudonymizeStreamResponse {
 			return &pb.PseudonymizeStreamResponse{Response: r}
@@ -518,7 +478,7 @@ func (s *Server) PseudonymizeStream(stream grpc.BidiStreamingServer[pb.Pseudonym
 
 // IdentifyStream implements pseudonymizerv1.PseudonymizerServer: each chunk
 // is handled as one Identify call.
-func (s *Server) IdentifyStream(stream grpc.BidiStreamingServer[pb.IdentifyStreamRequest, pb.IdentifyStreamResponse]) error {
+func (s *handler) IdentifyStream(stream grpc.BidiStreamingServer[pb.IdentifyStreamRequest, pb.IdentifyStreamResponse]) error {
 	return serveStream(stream, (*pb.IdentifyStreamRequest).GetRequest, s.identify,
 		func(r *pb.IdentifyResponse) *pb.IdentifyStreamResponse {
 			return &pb.IdentifyStreamResponse{Response: r}
@@ -527,7 +487,7 @@ func (s *Server) IdentifyStream(stream grpc.BidiStreamingServer[pb.IdentifyStrea
 
 // ConvertToStream implements pseudonymizerv1.PseudonymizerServer: each
 // chunk is handled as one ConvertTo call.
-func (s *Server) ConvertToStream(stream grpc.BidiStreamingServer[pb.ConvertToStreamRequest, pb.ConvertToStreamResponse]) error {
+func (s *handler) ConvertToStream(stream grpc.BidiStreamingServer[pb.ConvertToStreamRequest, pb.ConvertToStreamResponse]) error {
 	return serveStream(stream, (*pb.ConvertToStreamRequest).GetRequest, s.convert,
 		func(r *pb.ConvertToResponse) *pb.ConvertToStreamResponse {
 			return &pb.ConvertToStreamResponse{Response: r}
@@ -535,18 +495,18 @@ func (s *Server) ConvertToStream(stream grpc.BidiStreamingServer[pb.ConvertToStr
 }
 
 // GetDomain implements pseudonymizerv1.PseudonymizerServer.
-func (s *Server) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.GetDomainResponse, error) {
+func (s *handler) GetDomain(ctx context.Context, req *pb.GetDomainRequest) (*pb.GetDomainResponse, error) {
 	c, err := s.begin(ctx)
 	if err != nil {
 		return nil, toStatus(err).Err()
 	}
-	d, err := s.authorized(c, req.GetName(), func(s *Server, p keys.Policy, caller string) bool {
+	dp, err := s.authorized(c, req.GetName(), func(s *handler, p keys.Policy, caller string) bool {
 		return len(s.allowedOperations(p, caller)) > 0
 	})
 	if err != nil {
 		return nil, toStatus(err).Err()
 	}
-	p := d.policy
+	d, p := dp.d, dp.policy
 	return &pb.GetDomainResponse{
 		Name:              d.Name(),
 		Audience:          d.Audience(),
@@ -566,13 +526,13 @@ func matches(list []string, caller string) bool {
 // canPseudonymize refuses owners, of this domain or of any other: an owner
 // that pseudonymizes identifiers of its choice and opens the results (or
 // converts them into its domain) builds a dictionary of its pseudonyms.
-func canPseudonymize(s *Server, p keys.Policy, caller string) bool {
+func canPseudonymize(s *handler, p keys.Policy, caller string) bool {
 	return matches(p.Pseudonymize, caller) && !matches(p.Owners, caller) && !s.src.IsOwner(caller)
 }
 
 // canIdentify refuses owners, of this domain or of any other, whatever the
 // Identify list says.
-func canIdentify(s *Server, p keys.Policy, caller string) bool {
+func canIdentify(s *handler, p keys.Policy, caller string) bool {
 	return matches(p.Identify, caller) && !matches(p.Owners, caller) && !s.src.IsOwner(caller)
 }
 
@@ -590,7 +550,7 @@ func convertTargets(p keys.Policy, caller string) []string {
 	return out
 }
 
-func (s *Server) allowedOperations(p keys.Policy, caller string) []pb.Operation {
+func (s *handler) allowedOperations(p keys.Policy, caller string) []pb.Operation {
 	var ops []pb.Operation
 	if canPseudonymize(s, p, caller) {
 		ops = append(ops, pb.Operation_OPERATION_PSEUDONYMIZE)
