@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -32,7 +33,7 @@ func TestItemReasonsRoundTrip(t *testing.T) {
 	}
 	covered := map[string]bool{}
 	for _, tc := range cases {
-		st := pseudonymizer.Status(tc.server)
+		st := grpcserver.Status(tc.server)
 		err := itemError(st.Proto())
 		if !errors.Is(err, tc.client) {
 			t.Errorf("%v: the client reads %v, not %v", tc.server, err, tc.client)
