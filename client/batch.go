@@ -1,8 +1,6 @@
 package client
 
 import (
-	"io"
-
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
@@ -26,28 +24,16 @@ func (bu *BatchUnblinder) Item(i int) *Unblinder { return bu.u[i] }
 
 // BlindBatch blinds many identifiers. blinded[i] is nil and errs[i] says why
 // when identifier i cannot be blinded; the others are unaffected.
-func BlindBatch(ids [][]byte) (blinded [][]byte, u *BatchUnblinder, errs []error) {
-	return BlindBatchWithRand(ids, nil)
+func BlindBatch(ids [][]byte, opts ...BlindOption) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	rnd := blindOptions(opts).rnd
+	return blindBatch(len(ids), func(i int) ([]byte, *Unblinder, error) { return blindID(ids[i], rnd) })
 }
 
-// BlindBatchWithRand is BlindBatch with the blinding scalars drawn from rnd.
-func BlindBatchWithRand(ids [][]byte, rnd io.Reader) (blinded [][]byte, u *BatchUnblinder, errs []error) {
-	return blindBatch(len(ids), func(i int) ([]byte, *Unblinder, error) { return BlindWithRand(ids[i], rnd) })
-}
-
-// BlindTransitBatch blinds many pseudonyms in transit (identify, convert).
-func BlindTransitBatch(ts []*pseudonym.Transit) (blinded [][]byte, u *BatchUnblinder, errs []error) {
-	return BlindTransitBatchWithRand(ts, nil)
-}
-
-// BlindTransitBatchWithRand is BlindTransitBatch with b drawn from rnd.
-func BlindTransitBatchWithRand(ts []*pseudonym.Transit, rnd io.Reader) (blinded [][]byte, u *BatchUnblinder, errs []error) {
-	return blindBatch(len(ts), func(i int) ([]byte, *Unblinder, error) {
-		if ts[i] == nil {
-			return nil, nil, ErrInvalidPoint
-		}
-		return BlindTransitWithRand(ts[i], rnd)
-	})
+// BlindTransitBatch blinds many pseudonyms in transit (identify, convert);
+// a nil one gets ErrInvalidPoint.
+func BlindTransitBatch(ts []*pseudonym.Transit, opts ...BlindOption) (blinded [][]byte, u *BatchUnblinder, errs []error) {
+	rnd := blindOptions(opts).rnd
+	return blindBatch(len(ts), func(i int) ([]byte, *Unblinder, error) { return blindTransit(ts[i], rnd) })
 }
 
 func blindBatch(n int, one func(int) ([]byte, *Unblinder, error)) ([][]byte, *BatchUnblinder, []error) {

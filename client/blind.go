@@ -1,7 +1,6 @@
 package client
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,24 +12,25 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
-// Errors returned by blinding and unblinding. Those of the point package are
-// re-exported so that callers can test them with errors.Is.
-var (
-	// ErrInvalidPoint: the service returned something that is not a valid
-	// point (wrong length, non-canonical, identity).
-	ErrInvalidPoint = point.ErrInvalidPoint
-	// ErrIdentifierTooLong: an identifier over 29 bytes.
-	ErrIdentifierTooLong = point.ErrIdentifierTooLong
-	// ErrEmptyIdentifier: an identifier of zero bytes.
-	ErrEmptyIdentifier = point.ErrEmptyIdentifier
-	// ErrNotIdentifier: identify gave a point that embeds no identifier,
-	// which happens when the transit pseudonym was not made from one.
-	ErrNotIdentifier = point.ErrNotIdentifier
-	// ErrLengthMismatch: a batch call got slices of different lengths.
-	ErrLengthMismatch = errors.New("client: batch lengths differ")
-	// ErrMissingTransitInfo: Unblind was given no transitInfo.
-	ErrMissingTransitInfo = errors.New("client: missing transitInfo")
-)
+// BlindOption changes how Blind, BlindTransit and their batch forms blind.
+type BlindOption func(*blindOpts)
+
+type blindOpts struct {
+	rnd io.Reader // nil: crypto/rand
+}
+
+// Rand draws the blinding scalars from r (64 bytes each) instead of
+// crypto/rand. Only test vectors need it: a blinding scalar that can be
+// predicted unblinds the request for whoever predicts it.
+func Rand(r io.Reader) BlindOption { return func(o *blindOpts) { o.rnd = r } }
+
+func blindOptions(opts []BlindOption) blindOpts {
+	var o blindOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
 
 // Unblinder is the secret half of a blinded request: the blinding scalar b.
 // Keep it until the service answers, never send or log it; it formats as
@@ -52,13 +52,11 @@ func (u *Unblinder) LogValue() slog.Value { return slog.StringValue(u.String()) 
 // Blind embeds an identifier (1 to 29 bytes, normalized with package
 // identifier) into a point M and blinds it: it returns B = b·M, to send to
 // the service's pseudonymize, and the Unblinder that keeps b.
-func Blind(id []byte) (blinded []byte, u *Unblinder, err error) {
-	return BlindWithRand(id, nil)
+func Blind(id []byte, opts ...BlindOption) (blinded []byte, u *Unblinder, err error) {
+	return blindID(id, blindOptions(opts).rnd)
 }
 
-// BlindWithRand is Blind with the blinding scalar drawn from rnd (64 bytes);
-// crypto/rand when rnd is nil. Only test vectors need another source.
-func BlindWithRand(id []byte, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+func blindID(id []byte, rnd io.Reader) ([]byte, *Unblinder, error) {
 	M, err := point.Encode(id)
 	if err != nil {
 		return nil, nil, err
@@ -69,17 +67,32 @@ func BlindWithRand(id []byte, rnd io.Reader) (blinded []byte, u *Unblinder, err 
 // BlindTransit blinds a pseudonym in transit, for identify (clients) or
 // convert (owners): it returns B = b·P_T, to send with t.Info, and the
 // Unblinder that keeps b.
-func BlindTransit(t *pseudonym.Transit) (blinded []byte, u *Unblinder, err error) {
-	return BlindTransitWithRand(t, nil)
+func BlindTransit(t *pseudonym.Transit, opts ...BlindOption) (blinded []byte, u *Unblinder, err error) {
+	return blindTransit(t, blindOptions(opts).rnd)
 }
 
-// BlindTransitWithRand is BlindTransit with b drawn from rnd.
-func BlindTransitWithRand(t *pseudonym.Transit, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+func blindTransit(t *pseudonym.Transit, rnd io.Reader) ([]byte, *Unblinder, error) {
+	if t == nil {
+		return nil, nil, ErrInvalidPoint
+	}
 	P, err := point.Decode(t.Point[:])
 	if err != nil {
 		return nil, nil, err
 	}
 	return blind(P, rnd)
+}
+
+// BlindWithRand is Blind(id, Rand(rnd)), kept only until the service's
+// vector tests, its last callers, move to Rand: new code uses Rand.
+func BlindWithRand(id []byte, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+	return blindID(id, rnd)
+}
+
+// BlindTransitWithRand is BlindTransit(t, Rand(rnd)), kept only until the
+// service's vector tests, its last callers, move to Rand: new code uses
+// Rand.
+func BlindTransitWithRand(t *pseudonym.Transit, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
+	return blindTransit(t, rnd)
 }
 
 func blind(M *ristretto255.Element, rnd io.Reader) ([]byte, *Unblinder, error) {

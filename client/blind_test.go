@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
@@ -35,6 +36,42 @@ func TestBlindIsRandomized(t *testing.T) {
 	b2, _, _ := Blind([]byte("85073003328"))
 	if bytes.Equal(b1, b2) {
 		t.Fatal("two blindings of one identifier are equal")
+	}
+}
+
+// zeroes is a source of randomness that is anything but random.
+type zeroes struct{ n byte }
+
+func (z *zeroes) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = z.n
+	}
+	z.n++
+	return len(p), nil
+}
+
+// TestRandOption: Rand replaces crypto/rand for every blinding form, and
+// the batch forms draw one scalar per item, in order.
+func TestRandOption(t *testing.T) {
+	id := []byte("85073003328")
+	b1, _, _ := Blind(id, Rand(&zeroes{n: 1}))
+	b2, _, _ := Blind(id, Rand(&zeroes{n: 1}))
+	if !bytes.Equal(b1, b2) {
+		t.Fatal("Blind ignores Rand")
+	}
+	bs, _, errs := BlindBatch([][]byte{id, id}, Rand(&zeroes{n: 1}))
+	b3, _, _ := Blind(id, Rand(&zeroes{n: 2}))
+	if errs[0] != nil || !bytes.Equal(bs[0], b1) || !bytes.Equal(bs[1], b3) {
+		t.Fatal("BlindBatch ignores Rand")
+	}
+	tp, _ := (&Unblinder{b: must(point.RandomScalar(nil))}).Unblind(b1, newFuzzFixture(t).info)
+	t1, _, _ := BlindTransit(tp, Rand(&zeroes{n: 7}))
+	ts, _, _ := BlindTransitBatch([]*pseudonym.Transit{tp}, Rand(&zeroes{n: 7}))
+	if t1 == nil || !bytes.Equal(t1, ts[0]) {
+		t.Fatal("BlindTransit or BlindTransitBatch ignores Rand")
+	}
+	if _, _, err := BlindTransit(nil); !errors.Is(err, ErrInvalidPoint) {
+		t.Fatalf("BlindTransit(nil) = %v", err)
 	}
 }
 

@@ -2,93 +2,19 @@ package client
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
-
-// Errors a Client returns for items the service refused, usable with
-// errors.Is. The *ItemError that carries them also gives the gRPC code.
-var (
-	ErrMalformedTransitInfo = transit.ErrMalformed
-	ErrUnknownKid           = transit.ErrUnknownKid
-	ErrBadTag               = transit.ErrBadTag
-	ErrWrongAudience        = transit.ErrWrongAudience
-	ErrExpired              = transit.ErrExpired
-	ErrNotYetValid          = transit.ErrNotYetValid
-	ErrSubjectMismatch      = transit.ErrSubjectMismatch
-	// ErrLifetimeTooLong: the transitInfo's exp − iat exceeds the domain's
-	// maximum lifetime.
-	ErrLifetimeTooLong = transit.ErrLifetimeTooLong
-	// ErrTransitKeyExhausted: the replica that answered reached the seal
-	// limit of the domain's active transit key; an administrator must
-	// rotate it.
-	ErrTransitKeyExhausted = transit.ErrKeyExhausted
-	// ErrMissingResult: the service's answer lacked an item.
-	ErrMissingResult = errors.New("client: the service returned no result for an item")
-)
-
-var reasons = map[string]error{
-	pb.ErrorReason_ERROR_REASON_INVALID_POINT.String():          ErrInvalidPoint,
-	pb.ErrorReason_ERROR_REASON_MALFORMED_TRANSIT_INFO.String(): ErrMalformedTransitInfo,
-	pb.ErrorReason_ERROR_REASON_UNKNOWN_KID.String():            ErrUnknownKid,
-	pb.ErrorReason_ERROR_REASON_BAD_TAG.String():                ErrBadTag,
-	pb.ErrorReason_ERROR_REASON_WRONG_AUDIENCE.String():         ErrWrongAudience,
-	pb.ErrorReason_ERROR_REASON_NOT_YET_VALID.String():          ErrNotYetValid,
-	pb.ErrorReason_ERROR_REASON_EXPIRED.String():                ErrExpired,
-	pb.ErrorReason_ERROR_REASON_WRONG_SUBJECT.String():          ErrSubjectMismatch,
-	pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG.String():      ErrLifetimeTooLong,
-	pb.ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED.String():  ErrTransitKeyExhausted,
-}
-
-// ItemError is the service's refusal of one item of a batch.
-type ItemError struct {
-	Code   codes.Code
-	Reason string // an ErrorReason name, e.g. "ERROR_REASON_EXPIRED"
-	status *status.Status
-}
-
-func (e *ItemError) Error() string {
-	return fmt.Sprintf("client: item refused: %s (%s)", e.Code, e.Reason)
-}
-
-// Is makes errors.Is(err, ErrExpired) and the like work on item errors.
-func (e *ItemError) Is(target error) bool { return reasons[e.Reason] == target && target != nil }
-
-// GRPCStatus lets status.Code and status.FromError read the item's status.
-func (e *ItemError) GRPCStatus() *status.Status { return e.status }
-
-// itemError is the error of an item the service refused. A refusal whose
-// code says OK is not one the service writes; it gets codes.Unknown, so that
-// status.Code never reports OK for an error.
-func itemError(s *spb.Status) error {
-	st := status.FromProto(s)
-	if st.Code() == codes.OK {
-		st = status.FromProto(&spb.Status{Code: int32(codes.Unknown), Message: s.GetMessage(), Details: s.GetDetails()})
-	}
-	e := &ItemError{Code: st.Code(), status: st}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			e.Reason = info.GetReason()
-		}
-	}
-	return e
-}
 
 // Client calls the pseudonymization service over gRPC: it blinds, calls,
 // and unblinds, for single values and batches. It is safe for concurrent
@@ -133,9 +59,9 @@ func WithCache(margin time.Duration) Option {
 	}
 }
 
-// NewClient returns a Client over cc, a connection the caller dials with
-// the options it needs (mTLS credentials, per-RPC tokens, load balancing).
-func NewClient(cc grpc.ClientConnInterface, opts ...Option) *Client {
+// New returns a Client over cc, a connection the caller dials with the
+// options it needs (mTLS credentials, per-RPC tokens, load balancing).
+func New(cc grpc.ClientConnInterface, opts ...Option) *Client {
 	c := &Client{
 		rpc:      pb.NewPseudonymizerClient(cc),
 		maxBatch: 1000,
@@ -150,14 +76,6 @@ func NewClient(cc grpc.ClientConnInterface, opts ...Option) *Client {
 	}
 	c.budget = newRetryBudget(c.retry)
 	return c
-}
-
-func chunks(n, size int) [][2]int {
-	var out [][2]int
-	for lo := 0; lo < n; lo += size {
-		out = append(out, [2]int{lo, min(lo+size, n)})
-	}
-	return out
 }
 
 // Pseudonymize returns a pseudonym in transit of the identifier id (1 to
@@ -205,137 +123,34 @@ func (c *Client) Pseudonymize(ctx context.Context, domain string, id []byte) (*p
 func (c *Client) PseudonymizeBatch(ctx context.Context, domain string, ids [][]byte) ([]*pseudonym.Transit, []error, error) {
 	out := make([]*pseudonym.Transit, len(ids))
 	errs := make([]error, len(ids))
-	var todo []int
-	if c.cache != nil {
-		now := time.Now()
-		for i, id := range ids {
+	todo := make([]int, 0, len(ids)) // the items the cache does not answer
+	now := time.Now()
+	for i, id := range ids {
+		if c.cache != nil {
 			if t := c.cache.get(domain, id, now); t != nil {
 				out[i] = t
-			} else {
-				todo = append(todo, i)
+				continue
 			}
 		}
-	} else {
-		for i := range ids {
-			todo = append(todo, i)
+		todo = append(todo, i)
+	}
+	sub := make([][]byte, len(todo))
+	for j, i := range todo {
+		sub[j] = ids[i]
+	}
+	res := make([]*pseudonym.Transit, len(todo))
+	rerrs := make([]error, len(todo))
+	err := batch(ctx, c, c.pseudonymizeOp(domain), sub, res, rerrs)
+	for j, i := range todo { // also after a call error: the calls before it were answered
+		out[i], errs[i] = res[j], rerrs[j]
+		if res[j] != nil && rerrs[j] == nil && c.cache != nil {
+			c.cache.put(domain, ids[i], res[j])
 		}
 	}
-	for _, ch := range chunks(len(todo), c.maxBatch) {
-		idx := todo[ch[0]:ch[1]]
-		sub := make([][]byte, len(idx))
-		for j, i := range idx {
-			sub[j] = ids[i]
-		}
-		res, rerrs, err := c.pseudonymizeChunk(ctx, domain, sub)
-		if err != nil {
-			return nil, nil, err
-		}
-		for j, i := range idx {
-			out[i], errs[i] = res[j], rerrs[j]
-			if rerrs[j] == nil && c.cache != nil {
-				c.cache.put(domain, ids[i], res[j])
-			}
-		}
+	if err != nil {
+		return nil, nil, err
 	}
 	return out, errs, nil
-}
-
-func (c *Client) pseudonymizeChunk(ctx context.Context, domain string, ids [][]byte) ([]*pseudonym.Transit, []error, error) {
-	blinded, bu, errs := BlindBatch(ids)
-	req := &pb.PseudonymizeRequest{Domain: domain}
-	for i, b := range blinded {
-		if errs[i] == nil {
-			req.Items = append(req.Items, &pb.PseudonymizeItem{Id: strconv.Itoa(i), Blinded: b})
-		}
-	}
-	var resp *pb.PseudonymizeResponse
-	if len(req.Items) > 0 {
-		err := c.call(ctx, func(ctx context.Context) (err error) {
-			resp, err = c.rpc.Pseudonymize(ctx, req)
-			return err
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	out := make([]*pseudonym.Transit, len(ids))
-	unblindResults(resp.GetResults(), bu, errs, out, errs, 0)
-	return out, errs, nil
-}
-
-type itemResult interface {
-	GetId() string
-	GetError() *spb.Status
-}
-
-type evaluatedResult interface {
-	itemResult
-	GetEvaluated() *pb.Evaluated
-}
-
-// unblindResults reads the service's results for one pseudonymize or
-// convert chunk blinded into bu, whose blinding errors are in berrs (which
-// also gets the service's item errors), into out and errs from index lo.
-func unblindResults[R evaluatedResult](results []R, bu *BatchUnblinder, berrs []error, out []*pseudonym.Transit, errs []error, lo int) {
-	points := make([][]byte, bu.Len())
-	infos := make([]string, bu.Len())
-	collect(results, berrs, func(i int, r R) {
-		points[i], infos[i] = r.GetEvaluated().GetPoint(), r.GetEvaluated().GetTransitInfo()
-	})
-	res, uerrs := bu.UnblindBatch(points, infos)
-	merge(out, errs, lo, res, uerrs, berrs, points)
-}
-
-// identifyResults is unblindResults for identify.
-func identifyResults(results []*pb.IdentifyResult, bu *BatchUnblinder, berrs []error, out [][]byte, errs []error, lo int) {
-	points := make([][]byte, bu.Len())
-	collect(results, berrs, func(i int, r *pb.IdentifyResult) { points[i] = r.GetPoint() })
-	ids, ierrs := bu.IdentifyBatch(points)
-	merge(out, errs, lo, ids, ierrs, berrs, points)
-}
-
-// collect reads one chunk's results: errs[i] gets the error of item i, and
-// the others go to ok. errs holds the blinding errors on entry, and an item
-// that failed to blind was not sent: a result for it, like one with an
-// unknown id, is ignored, and so is any result after the first for an item
-// (the item keeps its own error, or has no answer).
-func collect[R itemResult](results []R, errs []error, ok func(i int, r R)) {
-	seen := make([]bool, len(errs))
-	for _, r := range results {
-		i, known := index(r.GetId(), len(errs))
-		if !known || errs[i] != nil || seen[i] {
-			continue
-		}
-		seen[i] = true
-		if e := r.GetError(); e != nil {
-			errs[i] = itemError(e)
-		} else {
-			ok(i, r)
-		}
-	}
-}
-
-// merge writes one chunk's outcome into the batch's, from index lo: item i
-// keeps its blinding or service error (cerrs), gets ErrMissingResult when
-// the service sent no point for it, and else its unblinded result.
-func merge[T any](out []T, errs []error, lo int, res []T, uerrs, cerrs []error, points [][]byte) {
-	var zero T
-	for i := range res {
-		j := lo + i
-		switch {
-		case cerrs[i] != nil:
-			out[j], errs[j] = zero, cerrs[i]
-		case points[i] == nil:
-			out[j], errs[j] = zero, ErrMissingResult
-		default:
-			out[j], errs[j] = res[i], uerrs[i]
-		}
-	}
-}
-
-func index(id string, n int) (int, bool) {
-	i, err := strconv.Atoi(id)
-	return i, err == nil && i >= 0 && i < n
 }
 
 // Identify returns the identifier behind a pseudonym in transit that an
@@ -349,30 +164,13 @@ func (c *Client) Identify(ctx context.Context, domain string, t *pseudonym.Trans
 	return out[0], errs[0]
 }
 
-// IdentifyBatch identifies many transit pseudonyms of one domain.
+// IdentifyBatch identifies many transit pseudonyms of one domain. The call
+// error and errs are as for PseudonymizeBatch.
 func (c *Client) IdentifyBatch(ctx context.Context, domain string, ts []*pseudonym.Transit) ([][]byte, []error, error) {
 	out := make([][]byte, len(ts))
 	errs := make([]error, len(ts))
-	for _, ch := range chunks(len(ts), c.maxBatch) {
-		sub := ts[ch[0]:ch[1]]
-		blinded, bu, berrs := BlindTransitBatch(sub)
-		req := &pb.IdentifyRequest{Domain: domain}
-		for i, b := range blinded {
-			if berrs[i] == nil {
-				req.Items = append(req.Items, &pb.IdentifyItem{Id: strconv.Itoa(i), Blinded: b, TransitInfo: sub[i].Info})
-			}
-		}
-		var resp *pb.IdentifyResponse
-		if len(req.Items) > 0 {
-			err := c.call(ctx, func(ctx context.Context) (err error) {
-				resp, err = c.rpc.Identify(ctx, req)
-				return err
-			})
-			if err != nil {
-				return nil, nil, err
-			}
-		}
-		identifyResults(resp.GetResults(), bu, berrs, out, errs, ch[0])
+	if err := batch(ctx, c, c.identifyOp(domain), ts, out, errs); err != nil {
+		return nil, nil, err
 	}
 	return out, errs, nil
 }
@@ -389,41 +187,53 @@ func (c *Client) Convert(ctx context.Context, from, to string, t *pseudonym.Tran
 }
 
 // ConvertBatch converts many transit pseudonyms from one domain to another.
+// The call error and errs are as for PseudonymizeBatch.
 func (c *Client) ConvertBatch(ctx context.Context, from, to string, ts []*pseudonym.Transit) ([]*pseudonym.Transit, []error, error) {
 	out := make([]*pseudonym.Transit, len(ts))
 	errs := make([]error, len(ts))
-	for _, ch := range chunks(len(ts), c.maxBatch) {
-		sub := ts[ch[0]:ch[1]]
-		blinded, bu, berrs := BlindTransitBatch(sub)
-		req := &pb.ConvertToRequest{FromDomain: from, ToDomain: to}
-		for i, b := range blinded {
-			if berrs[i] == nil {
-				req.Items = append(req.Items, &pb.ConvertItem{Id: strconv.Itoa(i), Blinded: b, TransitInfo: sub[i].Info})
-			}
-		}
-		var resp *pb.ConvertToResponse
-		if len(req.Items) > 0 {
-			err := c.call(ctx, func(ctx context.Context) (err error) {
-				resp, err = c.rpc.ConvertTo(ctx, req)
-				return err
-			})
-			if err != nil {
-				return nil, nil, err
-			}
-		}
-		unblindResults(resp.GetResults(), bu, berrs, out, errs, ch[0])
+	if err := batch(ctx, c, c.convertOp(from, to), ts, out, errs); err != nil {
+		return nil, nil, err
 	}
 	return out, errs, nil
 }
 
-// DomainInfo is the public description of a domain.
+// Operation is an operation a domain's policy may allow a caller.
+type Operation string
+
+// The operations of the service.
+const (
+	// OpPseudonymize: Pseudonymize and PseudonymizeBatch into the domain.
+	OpPseudonymize Operation = "pseudonymize"
+	// OpIdentify: Identify and IdentifyBatch on the domain.
+	OpIdentify Operation = "identify"
+	// OpConvert: Convert and ConvertBatch from the domain into one of
+	// DomainInfo.ConvertTargets.
+	OpConvert Operation = "convert"
+)
+
+// operationOf names an operation of the API: "pseudonymize" for
+// OPERATION_PSEUDONYMIZE, and so on for those a newer service may add.
+func operationOf(op pb.Operation) Operation {
+	return Operation(strings.ToLower(strings.TrimPrefix(op.String(), "OPERATION_")))
+}
+
+// DomainInfo is the public description of a domain, and what the caller
+// may do with it.
 type DomainInfo struct {
-	Name           string
-	Audience       string
-	TTL            time.Duration
-	ActiveKid      string
-	AcceptedKids   []string
-	Operations     []pb.Operation // what this caller may do
+	// Name is the domain's name, e.g. "prescriptions_v1".
+	Name string
+	// Audience is the aud of the domain's transitInfo values.
+	Audience string
+	// TTL is the lifetime of the transit pseudonyms the service makes.
+	TTL time.Duration
+	// ActiveKid is the transit key new transitInfo values are sealed
+	// under.
+	ActiveKid string
+	// AcceptedKids are the transit keys the domain accepts.
+	AcceptedKids []string
+	// Operations are what this caller may do with the domain.
+	Operations []Operation
+	// ConvertTargets are the domains this caller may convert into.
 	ConvertTargets []string
 }
 
@@ -438,109 +248,210 @@ func (c *Client) Domain(ctx context.Context, name string) (*DomainInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	ops := make([]Operation, len(resp.GetAllowedOperations()))
+	for i, op := range resp.GetAllowedOperations() {
+		ops[i] = operationOf(op)
+	}
 	return &DomainInfo{
 		Name: resp.GetName(), Audience: resp.GetAudience(), TTL: resp.GetTtl().AsDuration(),
 		ActiveKid: resp.GetActiveKid(), AcceptedKids: resp.GetAcceptedKids(),
-		Operations: resp.GetAllowedOperations(), ConvertTargets: resp.GetConvertTargets(),
+		Operations: ops, ConvertTargets: resp.GetConvertTargets(),
 	}, nil
 }
 
-// transitCache keeps transit pseudonyms until margin before their exp.
-type transitCache struct {
-	margin time.Duration
-	key    [32]byte
-	mu     sync.Mutex
-	m      map[[32]byte]cached
-	flying map[[32]byte]*flight
-	puts   int
+// The batch path: the three operations differ only in what they blind,
+// which RPC they call and how they unblind; batch does the rest for all.
+
+// item is one blinded item of a call.
+type item struct {
+	id      string // its index in the call
+	blinded []byte
+	info    string // the transitInfo sent along (identify, convert)
 }
 
-// flight is a service call in progress that others wait for.
-type flight struct {
-	done chan struct{}
-	t    *pseudonym.Transit
-	err  error
+// answer is the service's answer to one item: a refusal, or a point (and a
+// transitInfo for pseudonymize and convert).
+type answer struct {
+	id    string
+	err   *spb.Status
+	point []byte
+	info  string
 }
 
-type cached struct {
-	t   *pseudonym.Transit
-	use time.Time // serve until
+// batchOp is one of the service's batch operations, from inputs In to
+// results Out.
+type batchOp[In, Out any] struct {
+	// blind blinds one call's inputs.
+	blind func(in []In) (blinded [][]byte, bu *BatchUnblinder, errs []error)
+	// info is the transitInfo sent along with an input ("" for none).
+	info func(in In) string
+	// request builds the request of one call and returns what sends it,
+	// once per attempt, and reads the answers.
+	request func(items []item) func(ctx context.Context) ([]answer, error)
+	// unblind turns one call's answers (points and transitInfos, by item)
+	// into results.
+	unblind func(bu *BatchUnblinder, points [][]byte, infos []string) ([]Out, []error)
 }
 
-func newTransitCache(margin time.Duration) *transitCache {
-	c := &transitCache{margin: margin, m: make(map[[32]byte]cached), flying: make(map[[32]byte]*flight)}
-	_, _ = rand.Read(c.key[:])
-	return c
-}
-
-func (c *transitCache) k(domain string, id []byte) [32]byte {
-	m := hmac.New(sha256.New, c.key[:])
-	m.Write([]byte(domain))
-	m.Write([]byte{0})
-	m.Write(id)
-	var k [32]byte
-	m.Sum(k[:0])
-	return k
-}
-
-func (c *transitCache) get(domain string, id []byte, now time.Time) *pseudonym.Transit {
-	k := c.k(domain, id)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	if !ok {
-		return nil
-	}
-	if !now.Before(e.use) {
-		delete(c.m, k)
-		return nil
-	}
-	return e.t
-}
-
-func (c *transitCache) put(domain string, id []byte, t *pseudonym.Transit) {
-	exp, err := t.Expiry()
-	if err != nil {
-		return
-	}
-	use := exp.Add(-c.margin)
-	now := time.Now()
-	if !use.After(now) {
-		return
-	}
-	k := c.k(domain, id)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.m[k] = cached{t: t, use: use}
-	c.puts++
-	if c.puts%1024 == 0 { // sweep expired entries now and then
-		for k, e := range c.m {
-			if !now.Before(e.use) {
-				delete(c.m, k)
+// batch runs op over in, splitting it into calls of at most maxBatch items,
+// and writes item i's result or error into out[i] or errs[i]. A call error
+// stops it: the items of the calls before keep their answers, and it
+// returns the error.
+func batch[In, Out any](ctx context.Context, c *Client, op batchOp[In, Out], in []In, out []Out, errs []error) error {
+	for lo := 0; lo < len(in); lo += c.maxBatch {
+		hi := min(lo+c.maxBatch, len(in))
+		sub := in[lo:hi]
+		blinded, bu, berrs := op.blind(sub)
+		var items []item
+		for i, b := range blinded {
+			if berrs[i] == nil {
+				items = append(items, item{id: strconv.Itoa(i), blinded: b, info: op.info(sub[i])})
 			}
+		}
+		var answers []answer
+		if len(items) > 0 {
+			send := op.request(items)
+			err := c.call(ctx, func(ctx context.Context) (err error) {
+				answers, err = send(ctx)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		readAnswers(answers, bu, berrs, op.unblind, out[lo:hi], errs[lo:hi])
+	}
+	return nil
+}
+
+// readAnswers reads the answers of one call, whose items were blinded into
+// bu with the blinding errors berrs (which also gets the service's
+// refusals), into out and errs, one per item: an item keeps its blinding
+// error or the service's refusal, gets ErrMissingResult when the service
+// sent no point for it, and else its unblinded result or error.
+func readAnswers[Out any](answers []answer, bu *BatchUnblinder, berrs []error,
+	unblind func(*BatchUnblinder, [][]byte, []string) ([]Out, []error), out []Out, errs []error) {
+	points := make([][]byte, bu.Len())
+	infos := make([]string, bu.Len())
+	collect(answers, berrs, func(i int, a answer) { points[i], infos[i] = a.point, a.info })
+	res, uerrs := unblind(bu, points, infos)
+	var zero Out
+	for i := range res {
+		switch {
+		case berrs[i] != nil:
+			out[i], errs[i] = zero, berrs[i]
+		case points[i] == nil:
+			out[i], errs[i] = zero, ErrMissingResult
+		default:
+			out[i], errs[i] = res[i], uerrs[i]
 		}
 	}
 }
 
-// join returns the flight for (domain, id) and whether the caller leads it
-// (makes the call) or follows (waits for f.done).
-func (c *transitCache) join(domain string, id []byte) (f *flight, leader bool) {
-	k := c.k(domain, id)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f, ok := c.flying[k]; ok {
-		return f, false
+// collect reads one call's answers: errs[i] gets the refusal of item i, and
+// the others go to ok. errs holds the blinding errors on entry, and an item
+// that failed to blind was not sent: an answer for it, like one with an
+// unknown id, is ignored, and so is any answer after the first for an item
+// (the item keeps its own error, or has no answer).
+func collect(answers []answer, errs []error, ok func(i int, a answer)) {
+	seen := make([]bool, len(errs))
+	for _, a := range answers {
+		i, known := index(a.id, len(errs))
+		if !known || errs[i] != nil || seen[i] {
+			continue
+		}
+		seen[i] = true
+		if a.err != nil {
+			errs[i] = itemError(a.err)
+		} else {
+			ok(i, a)
+		}
 	}
-	f = &flight{done: make(chan struct{})}
-	c.flying[k] = f
-	return f, true
 }
 
-// leave ends the leader's flight; its result is in f.
-func (c *transitCache) leave(domain string, id []byte, f *flight) {
-	k := c.k(domain, id)
-	c.mu.Lock()
-	delete(c.flying, k)
-	c.mu.Unlock()
-	close(f.done)
+func index(id string, n int) (int, bool) {
+	i, err := strconv.Atoi(id)
+	return i, err == nil && i >= 0 && i < n
+}
+
+// evaluatedResult is a result of pseudonymize or convert.
+type evaluatedResult interface {
+	GetId() string
+	GetError() *spb.Status
+	GetEvaluated() *pb.Evaluated
+}
+
+// evaluatedAnswers reads the results of pseudonymize or convert.
+func evaluatedAnswers[R evaluatedResult](results []R) []answer {
+	as := make([]answer, len(results))
+	for i, r := range results {
+		as[i] = answer{id: r.GetId(), err: r.GetError(), point: r.GetEvaluated().GetPoint(), info: r.GetEvaluated().GetTransitInfo()}
+	}
+	return as
+}
+
+// transitInfo is the transitInfo sent with a transit pseudonym, which is
+// never nil: BlindTransitBatch refuses nil.
+func transitInfo(t *pseudonym.Transit) string { return t.Info }
+
+func identifyBatch(bu *BatchUnblinder, points [][]byte, _ []string) ([][]byte, []error) {
+	return bu.IdentifyBatch(points)
+}
+
+func (c *Client) pseudonymizeOp(domain string) batchOp[[]byte, *pseudonym.Transit] {
+	return batchOp[[]byte, *pseudonym.Transit]{
+		blind: func(ids [][]byte) ([][]byte, *BatchUnblinder, []error) { return BlindBatch(ids) },
+		info:  func([]byte) string { return "" },
+		request: func(items []item) func(context.Context) ([]answer, error) {
+			req := &pb.PseudonymizeRequest{Domain: domain, Items: make([]*pb.PseudonymizeItem, len(items))}
+			for i, it := range items {
+				req.Items[i] = &pb.PseudonymizeItem{Id: it.id, Blinded: it.blinded}
+			}
+			return func(ctx context.Context) ([]answer, error) {
+				resp, err := c.rpc.Pseudonymize(ctx, req)
+				return evaluatedAnswers(resp.GetResults()), err
+			}
+		},
+		unblind: (*BatchUnblinder).UnblindBatch,
+	}
+}
+
+func (c *Client) identifyOp(domain string) batchOp[*pseudonym.Transit, []byte] {
+	return batchOp[*pseudonym.Transit, []byte]{
+		blind: func(ts []*pseudonym.Transit) ([][]byte, *BatchUnblinder, []error) { return BlindTransitBatch(ts) },
+		info:  transitInfo,
+		request: func(items []item) func(context.Context) ([]answer, error) {
+			req := &pb.IdentifyRequest{Domain: domain, Items: make([]*pb.IdentifyItem, len(items))}
+			for i, it := range items {
+				req.Items[i] = &pb.IdentifyItem{Id: it.id, Blinded: it.blinded, TransitInfo: it.info}
+			}
+			return func(ctx context.Context) ([]answer, error) {
+				resp, err := c.rpc.Identify(ctx, req)
+				as := make([]answer, len(resp.GetResults()))
+				for i, r := range resp.GetResults() {
+					as[i] = answer{id: r.GetId(), err: r.GetError(), point: r.GetPoint()}
+				}
+				return as, err
+			}
+		},
+		unblind: identifyBatch,
+	}
+}
+
+func (c *Client) convertOp(from, to string) batchOp[*pseudonym.Transit, *pseudonym.Transit] {
+	return batchOp[*pseudonym.Transit, *pseudonym.Transit]{
+		blind: func(ts []*pseudonym.Transit) ([][]byte, *BatchUnblinder, []error) { return BlindTransitBatch(ts) },
+		info:  transitInfo,
+		request: func(items []item) func(context.Context) ([]answer, error) {
+			req := &pb.ConvertToRequest{FromDomain: from, ToDomain: to, Items: make([]*pb.ConvertItem, len(items))}
+			for i, it := range items {
+				req.Items[i] = &pb.ConvertItem{Id: it.id, Blinded: it.blinded, TransitInfo: it.info}
+			}
+			return func(ctx context.Context) ([]answer, error) {
+				resp, err := c.rpc.ConvertTo(ctx, req)
+				return evaluatedAnswers(resp.GetResults()), err
+			}
+		},
+		unblind: (*BatchUnblinder).UnblindBatch,
+	}
 }

@@ -7,14 +7,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -25,8 +28,10 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
@@ -115,7 +120,7 @@ func as(principal string) context.Context {
 
 func TestClientRoundTrips(t *testing.T) {
 	svc := startService(t, listen(t))
-	c := client.NewClient(svc.conn(t))
+	c := client.New(svc.conn(t))
 	rx := svc.owner(t, "rx_v1")
 	tl := svc.owner(t, "tl_v1")
 	doctor := as("doctor")
@@ -161,11 +166,18 @@ func TestClientRoundTrips(t *testing.T) {
 	if err != nil || d.Audience != "urn:test:rx" || d.ActiveKid == "" || d.TTL != keys.DefaultTTL {
 		t.Fatalf("Domain = %+v, %v", d, err)
 	}
+	if !slices.Equal(d.Operations, []client.Operation{client.OpPseudonymize, client.OpIdentify}) {
+		t.Fatalf("the doctor may %v", d.Operations)
+	}
+	if d, err := c.Domain(as("rx-owner"), "rx_v1"); err != nil || !slices.Contains(d.Operations, client.OpConvert) ||
+		!slices.Equal(d.ConvertTargets, []string{"tl_v1"}) {
+		t.Fatalf("the owner: %+v, %v", d, err)
+	}
 }
 
 func TestClientBatchesSplitAndStayDistinct(t *testing.T) {
 	svc := startService(t, listen(t))
-	c := client.NewClient(svc.conn(t), client.WithMaxBatch(100), client.WithCache(0))
+	c := client.New(svc.conn(t), client.WithMaxBatch(100), client.WithCache(0))
 	rx := svc.owner(t, "rx_v1")
 	const n = 250
 	ids := make([][]byte, n)
@@ -217,7 +229,7 @@ func TestClientBatchesSplitAndStayDistinct(t *testing.T) {
 
 func TestClientCacheAndInFlightMerge(t *testing.T) {
 	svc := startService(t, listen(t))
-	c := client.NewClient(svc.conn(t))
+	c := client.New(svc.conn(t))
 	ctx := as("doctor")
 	var wg sync.WaitGroup
 	res := make([]*pseudonym.Transit, 20)
@@ -248,7 +260,7 @@ func TestClientCacheAndInFlightMerge(t *testing.T) {
 		t.Fatalf("%d calls, want 3", n)
 	}
 	// A cache whose margin exceeds the ttl serves nothing.
-	c2 := client.NewClient(svc.conn(t), client.WithCache(time.Hour))
+	c2 := client.New(svc.conn(t), client.WithCache(time.Hour))
 	c2.Pseudonymize(ctx, "rx_v1", []byte("85073003328"))
 	c2.Pseudonymize(ctx, "rx_v1", []byte("85073003328"))
 	if n := svc.calls.Load(); n != 5 {
@@ -288,7 +300,7 @@ func TestClientRetriesUnavailable(t *testing.T) {
 		}
 		return nil
 	}
-	c := client.NewClient(cc, client.WithRetries(8, 50*time.Millisecond), client.WithRetryClock(nil, up))
+	c := client.New(cc, client.WithRetries(8, 50*time.Millisecond), client.WithRetryClock(nil, up))
 	if _, err := c.Pseudonymize(as("doctor"), "rx_v1", []byte("85073003328")); err != nil {
 		t.Fatalf("no retry through the outage: %v", err)
 	}
@@ -301,20 +313,85 @@ func TestClientRetriesUnavailable(t *testing.T) {
 	lis2.Close()
 	cc2, _ := grpc.NewClient(addr2, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer cc2.Close()
-	if _, err := client.NewClient(cc2, client.WithRetries(0, 0)).Pseudonymize(as("doctor"), "rx_v1", []byte("1")); status.Code(err) != codes.Unavailable {
+	if _, err := client.New(cc2, client.WithRetries(0, 0)).Pseudonymize(as("doctor"), "rx_v1", []byte("1")); status.Code(err) != codes.Unavailable {
 		t.Fatalf("without retries: %v", err)
 	}
 }
 
 func TestClientCallErrors(t *testing.T) {
 	svc := startService(t, listen(t))
-	c := client.NewClient(svc.conn(t))
+	c := client.New(svc.conn(t))
 	if _, err := c.Pseudonymize(as("doctor"), "nope_v1", []byte("1")); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("unknown domain: %v", err)
 	}
 	if _, err := c.Convert(as("doctor"), "rx_v1", "tl_v1", &pseudonym.Transit{}); !errors.Is(err, client.ErrInvalidPoint) {
 		t.Fatalf("convert of an invalid transit pseudonym: %v", err)
 	}
+}
+
+// TestServiceStatusesAreTheTable: what the real service answers, per item
+// and per call, is the code, reason, message and metadata that protoerr's
+// table gives for the error.
+func TestServiceStatusesAreTheTable(t *testing.T) {
+	svc := startService(t, listen(t))
+	c := client.New(svc.conn(t), client.WithCache(0), client.WithMaxBatch(2000))
+	rx, tl := svc.owner(t, "rx_v1"), svc.owner(t, "tl_v1")
+	doctor := as("doctor")
+	p := must(rx.AtRest(context.Background(), must(c.Pseudonymize(doctor, "rx_v1", []byte("85073003328")))))
+	bound := must(rx.InTransit(p, owner.Subject("doctor")))
+	malformed := *bound
+	malformed.Info = "a.b.c.d.e"
+	foreign := must(tl.InTransit(must(tl.AtRest(context.Background(), must(c.Pseudonymize(doctor, "tl_v1", []byte("85073003328")))))))
+
+	want := func(what string, err, tableErr error) {
+		t.Helper()
+		e, ok := protoerr.Lookup(tableErr)
+		if !ok {
+			t.Fatalf("%s: %v is not in the table", what, tableErr)
+		}
+		msg, md := e.Describe(tableErr)
+		st := status.Convert(err)
+		var got map[string]string
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				got = info.GetMetadata()
+			}
+		}
+		if st.Code() != e.Code || st.Message() != msg || rpcstatus.ReasonOf(st) != e.Reason || !maps.Equal(got, md) {
+			t.Errorf("%s: the service says %v %q %s %v; the table %v %q %s %v", what,
+				st.Code(), st.Message(), rpcstatus.ReasonOf(st), got, e.Code, msg, e.Reason, md)
+		}
+		if e.PerItem && !errors.Is(err, e.Err) {
+			t.Errorf("%s: %v does not match %v", what, err, e.Err)
+		}
+	}
+	// Per item.
+	_, err := c.Identify(doctor, "rx_v1", must(rx.InTransit(p, owner.IssuedAt(time.Now().Add(-time.Hour)))))
+	want("expired", err, protoerr.ErrExpired)
+	_, err = c.Identify(doctor, "rx_v1", must(rx.InTransit(p, owner.IssuedAt(time.Now().Add(time.Hour)))))
+	want("not yet valid", err, protoerr.ErrNotYetValid)
+	_, err = c.Identify(as("other-doctor"), "rx_v1", bound)
+	want("wrong subject", err, protoerr.ErrSubjectMismatch)
+	_, err = c.Identify(doctor, "rx_v1", &malformed)
+	want("malformed transitInfo", err, protoerr.ErrMalformedTransitInfo)
+	_, err = c.Identify(doctor, "rx_v1", foreign)
+	want("another domain's key", err, protoerr.ErrBadTag)
+	_, err = c.Identify(doctor, "rx_v1", must(rx.InTransit(p, owner.TTL(48*time.Hour))))
+	want("lifetime", err, &protoerr.LifetimeTooLongError{Max: keys.DefaultMaxLifetime})
+
+	// Per call.
+	_, err = c.Pseudonymize(doctor, "nope_v1", []byte("1"))
+	want("unknown domain", err, protoerr.ErrOperationNotAllowed)
+	_, err = c.Pseudonymize(doctor, "", []byte("1"))
+	want("empty domain", err, protoerr.ErrEmptyDomain)
+	_, err = c.Convert(as("rx-owner"), "rx_v1", "rx_v1", bound)
+	want("same domain", err, protoerr.ErrSameDomain)
+	ids := make([][]byte, 1001)
+	for i := range ids {
+		ids[i] = []byte("1")
+	}
+	_, _, err = c.PseudonymizeBatch(doctor, "rx_v1", ids)
+	want("batch too large", err, &protoerr.BatchTooLargeError{Max: 1000})
 }
 
 func must[T any](v T, err error) T {

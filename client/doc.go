@@ -16,9 +16,14 @@
 // long-term key: the blinding scalar of each request lives in an Unblinder
 // that the caller keeps until the answer arrives and that never prints it.
 //
-// Client is the network side: it calls the service over gRPC, splitting
-// large batches, retrying idempotent calls, and caching transit
-// pseudonyms until shortly before they expire.
+// Client (made by New over a gRPC connection) is the network side: it
+// calls the service, splitting large batches, retrying idempotent calls,
+// and caching transit pseudonyms until shortly before they expire.
+//
+// Errors are tested with errors.Is. Those of the protocol (ErrExpired,
+// ErrUnknownKid, ...) are the values of package protoerr, under the names
+// package owner uses too; an item the service refused is an *ItemError
+// that matches the sentinel of its reason and gives the gRPC code.
 //
 // All operations on secret scalars are constant time. Embedding an
 // identifier takes a variable number of tries (about four), which depends

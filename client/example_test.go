@@ -2,8 +2,14 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"log"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/identifier"
@@ -16,7 +22,7 @@ import (
 // NISS, the service evaluates it without seeing it, the prescription
 // service (owner) stores the pseudonym; later the owner sends it back and
 // the client identifies the patient. Over the network the service call is
-// made by a Client (see NewClient); the blinding is the same.
+// made by a Client (see New); the blinding is the same.
 func Example() {
 	ctx := context.Background()
 	// The service's domain. In production it lives in Vault.
@@ -52,4 +58,40 @@ func Example() {
 	id, _ := u2.Identify(y[:])
 	fmt.Println(identifier.FormatNISS(id))
 	// Output: 85.07.30-033.28
+}
+
+// Prescriber software with a Client over an mTLS connection: pseudonymize a
+// NISS for the prescription service, and later identify what it sends back.
+// Refusals of single items are told apart with errors.Is.
+func ExampleNew() {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS13} // with the client certificate and the service's CA
+	conn, err := grpc.NewClient("pseudonymizer.example:50051", grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	c := client.New(conn, client.WithMaxBatch(500))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	niss, err := identifier.NISS("85.07.30-033.28")
+	if err != nil {
+		log.Fatal(err)
+	}
+	tp, err := c.Pseudonymize(ctx, "prescriptions_v1", niss)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tp) // the text form, for the owner
+
+	fromOwner := tp // in reality: pseudonym.ParseTransit of what the owner sent
+	id, err := c.Identify(ctx, "prescriptions_v1", fromOwner)
+	switch {
+	case errors.Is(err, client.ErrExpired):
+		// ask the owner for a fresh transit pseudonym
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println(identifier.FormatNISS(id))
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ehealth-pseudo/pseudonymizer/identifier"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -49,7 +50,7 @@ type fuzzFixture struct {
 func newFuzzFixture(t testing.TB) fuzzFixture {
 	t.Helper()
 	id := []byte("85073003328")
-	blinded, _, err := BlindWithRand(id, fuzzRand{})
+	blinded, _, err := Blind(id, Rand(fuzzRand{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func FuzzUnblind(f *testing.F) {
 	f.Add(fx.blinded[:31], "")
 	f.Add(fx.blinded, "a.b.c.d.e")
 	f.Fuzz(func(t *testing.T, evaluated []byte, info string) {
-		_, u, err := BlindWithRand(fx.id, fuzzRand{})
+		_, u, err := Blind(fx.id, Rand(fuzzRand{}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,14 +116,14 @@ func FuzzUnblind(f *testing.F) {
 			if id != nil || !isIdentifyError(ierr) {
 				t.Fatalf("Identify: %q, %v", id, ierr)
 			}
-		} else if len(id) == 0 || len(id) > point.MaxIdentifierLen {
+		} else if len(id) == 0 || len(id) > identifier.MaxLen {
 			t.Fatalf("Identify returned %d bytes", len(id))
 		}
 
 		// The batch forms: the fuzzed answer, a good one, and an item that
 		// failed to blind. All items share b, so item 0 must come out as
 		// the single calls did.
-		_, bu, berrs := BlindBatchWithRand([][]byte{fx.id, fx.id, nil}, fuzzRand{})
+		_, bu, berrs := BlindBatch([][]byte{fx.id, fx.id, nil}, Rand(fuzzRand{}))
 		if berrs[0] != nil || berrs[1] != nil || berrs[2] == nil {
 			t.Fatal(berrs)
 		}
@@ -189,12 +190,12 @@ func FuzzItemResults(f *testing.F) {
 			r.Outcome = &pb.PseudonymizeResult_Evaluated{Evaluated: &pb.Evaluated{Point: evaluated, TransitInfo: info}}
 		}
 		// Items 0 and 1 were sent; item 2 failed to blind.
-		_, bu, berrs := BlindBatchWithRand([][]byte{fx.id, fx.id, nil}, fuzzRand{})
+		_, bu, berrs := BlindBatch([][]byte{fx.id, fx.id, nil}, Rand(fuzzRand{}))
 		out := make([]*pseudonym.Transit, 4)
 		errs := make([]error, 4)
-		unblindResults([]*pb.PseudonymizeResult{r}, bu, berrs, out, errs, 1)
+		readAnswers(evaluatedAnswers([]*pb.PseudonymizeResult{r}), bu, berrs, (*BatchUnblinder).UnblindBatch, out[1:], errs[1:])
 		if out[0] != nil || errs[0] != nil {
-			t.Fatal("wrote before lo")
+			t.Fatal("wrote outside the call's items")
 		}
 		target, named := index(id, 3)
 		for i := range 3 {
@@ -252,16 +253,16 @@ func TestItemResultsEdgeCases(t *testing.T) {
 	refused := func(id string, s *spb.Status) *pb.PseudonymizeResult {
 		return &pb.PseudonymizeResult{Id: id, Outcome: &pb.PseudonymizeResult_Error{Error: s}}
 	}
-	_, bu, berrs := BlindBatchWithRand([][]byte{fx.id, fx.id, nil}, fuzzRand{})
+	_, bu, berrs := BlindBatch([][]byte{fx.id, fx.id, nil}, Rand(fuzzRand{}))
 	out := make([]*pseudonym.Transit, 3)
 	errs := make([]error, 3)
-	unblindResults([]*pb.PseudonymizeResult{
+	readAnswers(evaluatedAnswers([]*pb.PseudonymizeResult{
 		refused("0", &spb.Status{}), // a refusal that says OK
 		good("0"),                   // a second answer for item 0
 		good("1"),
 		refused("1", itemStatus(t)),
 		refused("2", itemStatus(t)), // item 2 was never sent
-	}, bu, berrs, out, errs, 0)
+	}), bu, berrs, (*BatchUnblinder).UnblindBatch, out, errs)
 	var ie *ItemError
 	if !errors.As(errs[0], &ie) || ie.Code != codes.Unknown || status.Code(errs[0]) != codes.Unknown || out[0] != nil {
 		t.Fatalf("item 0: %v", errs[0])

@@ -4,61 +4,62 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
-	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
-	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
+	"google.golang.org/grpc/status"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
-	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
-// TestItemReasonsRoundTrip: every per-item error the service can report
-// comes back to the client as the sentinel of the same name, through the
-// service's own status mapping and the client's reading of it, and every
-// item reason of the API is covered.
-func TestItemReasonsRoundTrip(t *testing.T) {
-	cases := []struct {
-		server error // what the service's evaluation fails with
-		client error // what errors.Is must match on the client
-	}{
-		{point.ErrNonCanonical, ErrInvalidPoint},
-		{transit.ErrMalformed, ErrMalformedTransitInfo},
-		{transit.ErrUnknownKid, ErrUnknownKid},
-		{transit.ErrBadTag, ErrBadTag},
-		{transit.ErrWrongAudience, ErrWrongAudience},
-		{transit.ErrNotYetValid, ErrNotYetValid},
-		{transit.ErrExpired, ErrExpired},
-		{transit.ErrSubjectMismatch, ErrSubjectMismatch},
-		{transit.ErrLifetimeTooLong, ErrLifetimeTooLong},
-		{pseudonymizer.ErrTransitKeyExhausted, ErrTransitKeyExhausted},
-	}
-	covered := map[string]bool{}
-	for _, tc := range cases {
-		st := grpcserver.Status(tc.server)
-		err := itemError(st.Proto())
-		if !errors.Is(err, tc.client) {
-			t.Errorf("%v: the client reads %v, not %v", tc.server, err, tc.client)
-		}
-		for _, other := range cases {
-			if other.client != tc.client && errors.Is(err, other.client) {
-				t.Errorf("%v also matches %v", tc.server, other.client)
+// tableStatus is the status of err as protoerr's table describes it, built
+// the way the service builds its statuses.
+func tableStatus(err error) *status.Status {
+	e, _ := protoerr.Lookup(err)
+	msg, md := e.Describe(err)
+	return rpcstatus.New(e.Code, pb.ErrorReason(pb.ErrorReason_value[e.Reason]), msg, md)
+}
+
+// TestReasonsRoundTrip: every row of the table goes error → status → the
+// client's ItemError → errors.Is with the same sentinel, and with no other
+// row's; the code, reason and message survive.
+func TestReasonsRoundTrip(t *testing.T) {
+	entries := protoerr.Entries()
+	for _, e := range entries {
+		t.Run(e.Reason+"/"+e.Code.String(), func(t *testing.T) {
+			st := tableStatus(e.Err)
+			err := itemError(st.Proto())
+			if !errors.Is(err, e.Err) {
+				t.Errorf("the client reads %v, not %v", err, e.Err)
 			}
-		}
-		var ie *ItemError
-		if !errors.As(err, &ie) || ie.Code != st.Code() {
-			t.Errorf("%v: code %v, want %v", tc.server, ie, st.Code())
-		}
-		covered[ie.Reason] = true
+			for _, other := range entries {
+				if other.Err != e.Err && errors.Is(err, other.Err) {
+					t.Errorf("%v also matches %v", e.Err, other.Err)
+				}
+			}
+			var ie *ItemError
+			if !errors.As(err, &ie) || ie.Code != e.Code || ie.Reason != e.Reason || status.Code(err) != e.Code ||
+				status.Convert(err).Message() != e.Message {
+				t.Errorf("read as %+v, want code %v, reason %s, message %q", ie, e.Code, e.Reason, e.Message)
+			}
+		})
 	}
-	// Per-item reasons of the API (the others fail whole calls).
-	for v, name := range pb.ErrorReason_name {
-		switch pb.ErrorReason(v) {
-		case pb.ErrorReason_ERROR_REASON_UNSPECIFIED, pb.ErrorReason_ERROR_REASON_BATCH_TOO_LARGE,
-			pb.ErrorReason_ERROR_REASON_UNKNOWN_DOMAIN, pb.ErrorReason_ERROR_REASON_OPERATION_NOT_ALLOWED,
-			pb.ErrorReason_ERROR_REASON_RATE_LIMITED, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST:
+}
+
+// TestItemReasonsHaveSentinels: every per-item row's sentinel is one the
+// client exports.
+func TestItemReasonsHaveSentinels(t *testing.T) {
+	exported := []error{ErrInvalidPoint, ErrMalformedTransitInfo, ErrUnknownKid, ErrBadTag, ErrWrongAudience,
+		ErrNotYetValid, ErrExpired, ErrSubjectMismatch, ErrLifetimeTooLong, ErrTransitKeyExhausted}
+	for _, e := range protoerr.Entries() {
+		if !e.PerItem {
 			continue
 		}
-		if !covered[name] {
-			t.Errorf("item reason %s has no client sentinel", name)
+		found := false
+		for _, x := range exported {
+			found = found || x == e.Err
+		}
+		if !found {
+			t.Errorf("item reason %s has no client sentinel", e.Reason)
 		}
 	}
 }

@@ -134,7 +134,7 @@ func TestRetryNeverOnFinalCodes(t *testing.T) {
 		t.Run(code.String(), func(t *testing.T) {
 			svc := &scripted{reply: always(status.Error(code, "scripted"))}
 			clock := newFakeClock()
-			c := client.NewClient(startScripted(t, svc), client.WithCache(0), clock.option(), jitterMax,
+			c := client.New(startScripted(t, svc), client.WithCache(0), clock.option(), jitterMax,
 				policy(func(p *client.RetryPolicy) { p.MaxRetries = 5 }))
 			_, err := c.Domain(context.Background(), "rx_v1")
 			if status.Code(err) != code {
@@ -159,7 +159,7 @@ func TestRetryUnavailableUpToTheLimit(t *testing.T) {
 	clock := newFakeClock()
 	var spans []int64
 	var mu sync.Mutex
-	c := client.NewClient(startScripted(t, svc), client.WithCache(0), clock.option(),
+	c := client.New(startScripted(t, svc), client.WithCache(0), clock.option(),
 		client.WithRetryJitter(func(n int64) int64 {
 			mu.Lock()
 			spans = append(spans, n)
@@ -189,7 +189,7 @@ func TestRetryUnavailableUpToTheLimit(t *testing.T) {
 	// the limit succeeds.
 	svc2 := &scripted{reply: failing(2, status.Error(codes.Unavailable, "scripted"))}
 	clock2 := newFakeClock()
-	c2 := client.NewClient(startScripted(t, svc2), clock2.option(), jitterZero)
+	c2 := client.New(startScripted(t, svc2), clock2.option(), jitterZero)
 	if d, err := c2.Domain(context.Background(), "rx_v1"); err != nil || d.Name != "rx_v1" {
 		t.Fatalf("Domain = %+v, %v", d, err)
 	}
@@ -202,7 +202,7 @@ func TestRetryUnavailableUpToTheLimit(t *testing.T) {
 
 	// WithRetries(0, …) disables retries.
 	svc3 := &scripted{reply: always(status.Error(codes.Unavailable, "scripted"))}
-	c3 := client.NewClient(startScripted(t, svc3), client.WithRetries(0, 0))
+	c3 := client.New(startScripted(t, svc3), client.WithRetries(0, 0))
 	if _, err := c3.Domain(context.Background(), "rx_v1"); status.Code(err) != codes.Unavailable || svc3.attempts.Load() != 1 {
 		t.Fatalf("without retries: %v after %d attempts", err, svc3.attempts.Load())
 	}
@@ -212,7 +212,7 @@ func TestRetryInfoDelayIsHonoured(t *testing.T) {
 	// The server's delay is the least wait, above the backoff.
 	svc := &scripted{reply: failing(2, rateLimited(t, 7*time.Second))}
 	clock := newFakeClock()
-	c := client.NewClient(startScripted(t, svc), clock.option(), jitterMax)
+	c := client.New(startScripted(t, svc), clock.option(), jitterMax)
 	if _, err := c.Domain(context.Background(), "rx_v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestRetryInfoDelayIsHonoured(t *testing.T) {
 	// A backoff longer than the server's delay wins.
 	svc2 := &scripted{reply: failing(1, rateLimited(t, time.Second))}
 	clock2 := newFakeClock()
-	c2 := client.NewClient(startScripted(t, svc2), clock2.option(), jitterMax, client.WithRetries(3, 3*time.Second))
+	c2 := client.New(startScripted(t, svc2), clock2.option(), jitterMax, client.WithRetries(3, 3*time.Second))
 	if _, err := c2.Domain(context.Background(), "rx_v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestRetryInfoDelayIsHonoured(t *testing.T) {
 	// A server delay over the maximum is capped.
 	svc3 := &scripted{reply: failing(1, rateLimited(t, time.Hour))}
 	clock3 := newFakeClock()
-	c3 := client.NewClient(startScripted(t, svc3), clock3.option(), jitterZero,
+	c3 := client.New(startScripted(t, svc3), clock3.option(), jitterZero,
 		policy(func(p *client.RetryPolicy) { p.MaxServerDelay = 30 * time.Second }))
 	if _, err := c3.Domain(context.Background(), "rx_v1"); err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestRetryInfoDelayIsHonoured(t *testing.T) {
 	}
 	// Retries of RESOURCE_EXHAUSTED stop at the limit too.
 	svc4 := &scripted{reply: always(rateLimited(t, time.Second))}
-	c4 := client.NewClient(startScripted(t, svc4), newFakeClock().option(), client.WithRetries(2, time.Millisecond))
+	c4 := client.New(startScripted(t, svc4), newFakeClock().option(), client.WithRetries(2, time.Millisecond))
 	if _, err := c4.Domain(context.Background(), "rx_v1"); status.Code(err) != codes.ResourceExhausted || svc4.attempts.Load() != 3 {
 		t.Fatalf("%v after %d attempts, want RESOURCE_EXHAUSTED after 3", err, svc4.attempts.Load())
 	}
@@ -250,7 +250,7 @@ func TestRetryInfoDelayIsHonoured(t *testing.T) {
 
 func TestRetryBudget(t *testing.T) {
 	svc := &scripted{reply: always(status.Error(codes.Unavailable, "scripted"))}
-	c := client.NewClient(startScripted(t, svc), client.WithCache(0), newFakeClock().option(), jitterZero,
+	c := client.New(startScripted(t, svc), client.WithCache(0), newFakeClock().option(), jitterZero,
 		policy(func(p *client.RetryPolicy) { p.MaxRetries, p.BudgetTokens, p.BudgetRatio = 5, 2, 0.5 }))
 	// The budget starts full (2 tokens): the first call retries twice and
 	// empties it; then each call earns half a token.
@@ -267,7 +267,7 @@ func TestRetryBudget(t *testing.T) {
 	// Shared by concurrent calls: with 4 tokens and no refill, 16 calls
 	// that all fail make 4 retries in all, whoever makes them.
 	svc2 := &scripted{reply: always(status.Error(codes.Unavailable, "scripted"))}
-	c2 := client.NewClient(startScripted(t, svc2), client.WithCache(0), newFakeClock().option(), jitterZero,
+	c2 := client.New(startScripted(t, svc2), client.WithCache(0), newFakeClock().option(), jitterZero,
 		policy(func(p *client.RetryPolicy) { p.MaxRetries, p.BudgetTokens, p.BudgetRatio = 5, 4, 0 }))
 	var wg sync.WaitGroup
 	for range 16 {
@@ -290,7 +290,7 @@ func TestRetryRespectsTheDeadline(t *testing.T) {
 	// error is returned at once, not DEADLINE_EXCEEDED later.
 	svc := &scripted{reply: always(rateLimited(t, 25*time.Minute))}
 	clock := newFakeClock()
-	c := client.NewClient(startScripted(t, svc), clock.option(), jitterZero,
+	c := client.New(startScripted(t, svc), clock.option(), jitterZero,
 		policy(func(p *client.RetryPolicy) { p.MaxRetries, p.MaxServerDelay = 10, 2*time.Hour }))
 	if _, err := c.Domain(ctx, "rx_v1"); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("Domain: %v", err)
@@ -304,7 +304,7 @@ func TestRetryRespectsTheDeadline(t *testing.T) {
 	// A server delay past the deadline: no wait at all.
 	svc2 := &scripted{reply: always(rateLimited(t, 2*time.Hour))}
 	clock2 := newFakeClock()
-	c2 := client.NewClient(startScripted(t, svc2), clock2.option(), jitterZero,
+	c2 := client.New(startScripted(t, svc2), clock2.option(), jitterZero,
 		policy(func(p *client.RetryPolicy) { p.MaxServerDelay = 3 * time.Hour }))
 	if _, err := c2.Domain(ctx, "rx_v1"); status.Code(err) != codes.ResourceExhausted || svc2.attempts.Load() != 1 || len(clock2.waits()) != 0 {
 		t.Fatalf("%v after %d attempts and waits %v", err, svc2.attempts.Load(), clock2.waits())
@@ -312,7 +312,7 @@ func TestRetryRespectsTheDeadline(t *testing.T) {
 	// The same for a backoff past the deadline.
 	svc3 := &scripted{reply: always(status.Error(codes.Unavailable, "scripted"))}
 	clock3 := newFakeClock()
-	c3 := client.NewClient(startScripted(t, svc3), clock3.option(), jitterMax,
+	c3 := client.New(startScripted(t, svc3), clock3.option(), jitterMax,
 		policy(func(p *client.RetryPolicy) { p.BaseDelay, p.MaxDelay = 2*time.Hour, 2*time.Hour }))
 	if _, err := c3.Domain(ctx, "rx_v1"); status.Code(err) != codes.Unavailable || svc3.attempts.Load() != 1 || len(clock3.waits()) != 0 {
 		t.Fatalf("%v after %d attempts and waits %v", err, svc3.attempts.Load(), clock3.waits())
@@ -330,7 +330,7 @@ func TestRetryWaitEndsWithTheContext(t *testing.T) {
 		failed <- struct{}{}
 		return err
 	}))
-	c := client.NewClient(cc, jitterMax, policy(func(p *client.RetryPolicy) { p.BaseDelay, p.MaxDelay = time.Hour, time.Hour }))
+	c := client.New(cc, jitterMax, policy(func(p *client.RetryPolicy) { p.BaseDelay, p.MaxDelay = time.Hour, time.Hour }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {

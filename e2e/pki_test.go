@@ -110,5 +110,5 @@ func dialAddrs(t testing.TB, addrs []string, opts ...grpc.DialOption) *grpc.Clie
 // sdk is the client SDK over cc, with the transit cache off (every call
 // reaches the service) unless opts turn it on.
 func sdk(cc grpc.ClientConnInterface, opts ...client.Option) *client.Client {
-	return client.NewClient(cc, append([]client.Option{client.WithCache(0)}, opts...)...)
+	return client.New(cc, append([]client.Option{client.WithCache(0)}, opts...)...)
 }

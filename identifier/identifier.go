@@ -14,16 +14,27 @@ package identifier
 import (
 	"errors"
 	"fmt"
+
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
-// MaxLen is the longest identifier that can be pseudonymized.
+// MaxLen is the longest identifier that can be pseudonymized, in bytes: the
+// 32 bytes of a point less the counter byte, the length byte and the zero
+// last byte. It is the protocol's one identifier length limit; the point
+// encoding uses it too.
 const MaxLen = 29
 
 // Errors.
 var (
-	ErrEmpty       = errors.New("identifier: empty")
-	ErrTooLong     = errors.New("identifier: longer than 29 bytes")
+	// ErrEmpty is the error of an identifier of zero bytes. It is
+	// protoerr.ErrEmptyIdentifier, which client.Blind returns too.
+	ErrEmpty = protoerr.ErrEmptyIdentifier
+	// ErrTooLong is the error of an identifier over MaxLen bytes. It is
+	// protoerr.ErrIdentifierTooLong, which client.Blind returns too.
+	ErrTooLong = protoerr.ErrIdentifierTooLong
+	// ErrInvalidNISS is the error of a text that is not a valid NISS/INSZ.
 	ErrInvalidNISS = errors.New("identifier: invalid NISS")
+	// ErrUnknownKind is the error of a Kind this package does not know.
 	ErrUnknownKind = errors.New("identifier: unknown kind")
 )
 
@@ -32,8 +43,8 @@ type Kind string
 
 // Known kinds.
 const (
-	KindNISS Kind = "niss"
-	KindRaw  Kind = "raw"
+	KindNISS Kind = "niss" // a NISS/INSZ number: see NISS
+	KindRaw  Kind = "raw"  // an opaque value of 1 to MaxLen bytes: see Raw
 )
 
 // Normalize validates s as an identifier of the given kind and returns its

@@ -54,7 +54,9 @@ var (
 )
 
 // Secret is key material. It formats as "[redacted]" with every verb of the
-// fmt and log/slog packages, so that it cannot end up in a log by accident.
+// fmt and log/slog packages, so that it cannot end up in a log by accident,
+// and refuses to be marshaled as text (encoding/json, YAML, ...): a store
+// that writes keys converts them to []byte itself, on purpose.
 type Secret []byte
 
 // String implements fmt.Stringer.
@@ -69,8 +71,13 @@ func (Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]"))
 // LogValue implements slog.LogValuer.
 func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
-// MarshalText refuses to serialize a secret by accident (JSON, YAML, ...).
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+// errSecretText is the error of marshaling a Secret as text.
+var errSecretText = errors.New("keys: a Secret is key material: it is never marshaled as text")
+
+// MarshalText implements encoding.TextMarshaler by failing: a secret is
+// never serialized by accident, and a value that holds one does not
+// marshal quietly into something else (such as "[redacted]") either.
+func (Secret) MarshalText() ([]byte, error) { return nil, errSecretText }
 
 // Transit is the set of transit keys of one domain.
 type Transit struct {

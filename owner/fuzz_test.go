@@ -36,11 +36,11 @@ func (r fixedRand) Read(p []byte) (int, error) {
 }
 
 // isOpenError reports whether err is one of the errors AtRest and Open
-// document (or pseudonym.ErrMalformed, from parsing the text).
+// document (or pseudonym.ErrMalformedText, from parsing the text).
 func isOpenError(err error) bool {
 	for _, e := range []error{
-		ErrMalformed, ErrUnknownKid, ErrBadTag, ErrWrongAudience, ErrExpired, ErrNotYetValid,
-		ErrSubjectMismatch, ErrInvalidPoint, pseudonym.ErrMalformed,
+		ErrMalformedTransitInfo, ErrUnknownKid, ErrBadTag, ErrWrongAudience, ErrExpired, ErrNotYetValid,
+		ErrSubjectMismatch, ErrInvalidPoint, pseudonym.ErrMalformedText,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -125,7 +125,7 @@ func FuzzAtRest(f *testing.F) {
 		}
 		// As an owner service receives it.
 		if tp, err := pseudonym.ParseTransit(s); err != nil {
-			if tp != nil || !errors.Is(err, pseudonym.ErrMalformed) {
+			if tp != nil || !errors.Is(err, pseudonym.ErrMalformedText) {
 				t.Fatalf("ParseTransit: %v", err)
 			}
 		} else {

@@ -35,22 +35,44 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
-// Errors, usable with errors.Is. None carries a point, scalar, key or
-// identifier.
+// Errors, usable with errors.Is. Except ErrInvalidKey they are the
+// protocol's errors of package protoerr, which package client exposes
+// under the same names. None carries a point, scalar, key or identifier.
 var (
-	ErrMalformed       = transit.ErrMalformed
-	ErrUnknownKid      = transit.ErrUnknownKid
-	ErrBadTag          = transit.ErrBadTag
-	ErrWrongAudience   = transit.ErrWrongAudience
-	ErrExpired         = transit.ErrExpired
-	ErrNotYetValid     = transit.ErrNotYetValid
-	ErrSubjectMismatch = transit.ErrSubjectMismatch
-	ErrInvalidPoint    = point.ErrInvalidPoint
-	ErrInvalidKey      = errors.New("owner: invalid key")
-	ErrInvalidClaims   = transit.ErrInvalidClaims
+	// ErrMalformedTransitInfo: the transitInfo's shape, header, lengths,
+	// base64url or payload is not what the protocol allows (also a nil
+	// transit pseudonym).
+	ErrMalformedTransitInfo = protoerr.ErrMalformedTransitInfo
+	// ErrUnknownKid: the transitInfo is sealed under a kid the domain does
+	// not accept, even after the keys were re-read. The error is a
+	// *protoerr.UnknownKidError, which carries the kid.
+	ErrUnknownKid = protoerr.ErrUnknownKid
+	// ErrBadTag: the transitInfo failed authentication (altered, or sealed
+	// under another key).
+	ErrBadTag = protoerr.ErrBadTag
+	// ErrWrongAudience: the transitInfo is for another domain.
+	ErrWrongAudience = protoerr.ErrWrongAudience
+	// ErrExpired: exp is more than 60 s in the past.
+	ErrExpired = protoerr.ErrExpired
+	// ErrNotYetValid: iat is more than 60 s in the future.
+	ErrNotYetValid = protoerr.ErrNotYetValid
+	// ErrSubjectMismatch: the transitInfo is not bound to the subject that
+	// ExpectSubject requires.
+	ErrSubjectMismatch = protoerr.ErrSubjectMismatch
+	// ErrInvalidPoint: the transit pseudonym's point (or the pseudonym at
+	// rest given to InTransit) is not a valid point.
+	ErrInvalidPoint = protoerr.ErrInvalidPoint
+	// ErrInvalidClaims: InTransit was given claims that cannot be sealed
+	// (a non-positive TTL, a non-UTF-8 subject, custom claims that are not
+	// a JSON object or that use "scalar").
+	ErrInvalidClaims = protoerr.ErrInvalidClaims
+	// ErrInvalidKey: the second key given to WithSecondKey is not a
+	// canonical, non-zero scalar.
+	ErrInvalidKey = errors.New("owner: invalid key")
 )
 
 // KeyProvider gives an owner its domain's audience, ttl and transit keys.
@@ -63,7 +85,10 @@ type KeyProvider interface {
 }
 
 // StaticKeys is a KeyProvider that always returns the same domain.
-type StaticKeys struct{ D *keys.Domain }
+type StaticKeys struct {
+	// D is the domain returned for its name; other names are unknown.
+	D *keys.Domain
+}
 
 // Domain implements KeyProvider.
 func (s StaticKeys) Domain(_ context.Context, name string) (*keys.Domain, error) {
@@ -237,32 +262,40 @@ func (o *Owner) refreshFor(ctx context.Context, kid string) bool {
 }
 
 // OpenOption changes what AtRest and Open check.
-type OpenOption func(*transit.Check)
+type OpenOption func(*openOpts)
+
+// openOpts is what the OpenOptions set.
+type openOpts struct {
+	now        time.Time
+	sub        string // with requireSub: the subject the transitInfo must name
+	requireSub bool
+	skipExpiry bool
+}
 
 // At checks iat and exp against t instead of the current time.
-func At(t time.Time) OpenOption { return func(c *transit.Check) { c.Now = t } }
+func At(t time.Time) OpenOption { return func(o *openOpts) { o.now = t } }
 
 // ExpectSubject refuses a transit pseudonym that is not bound to sub.
 // Without it, the owner accepts any subject: sub restricts who may identify
 // at the service, and the service enforces it.
 func ExpectSubject(sub string) OpenOption {
-	return func(c *transit.Check) { c.Sub, c.RequireSub, c.AnySub = sub, true, false }
+	return func(o *openOpts) { o.sub, o.requireSub = sub, true }
 }
 
 // SkipExpiry accepts an expired transit pseudonym. It is meant for
 // recovery (reprocessing transit forms stored before an outage); the
 // audience, iat and authentication are still checked.
-func SkipExpiry() OpenOption { return func(c *transit.Check) { c.SkipExpiry = true } }
+func SkipExpiry() OpenOption { return func(o *openOpts) { o.skipExpiry = true } }
 
 // Opened is an opened pseudonym in transit.
 type Opened struct {
 	// Pseudonym is the pseudonym at rest (k2·P with a second key).
 	Pseudonym pseudonym.AtRest
 	// Kid, IssuedAt, Expiry and Subject come from the authenticated header.
-	Kid      string
-	IssuedAt time.Time
-	Expiry   time.Time
-	Subject  string
+	Kid      string    // the transit key it was sealed under
+	IssuedAt time.Time // iat
+	Expiry   time.Time // exp
+	Subject  string    // sub: the caller it is bound to, "" when unbound
 	// Claims holds the custom payload claims, if any, as raw JSON.
 	Claims map[string][]byte
 }
@@ -280,24 +313,25 @@ func (o *Owner) AtRest(ctx context.Context, t *pseudonym.Transit, opts ...OpenOp
 // Open is AtRest that also returns the transitInfo's header and claims.
 func (o *Owner) Open(ctx context.Context, t *pseudonym.Transit, opts ...OpenOption) (*Opened, error) {
 	if t == nil {
-		return nil, ErrMalformed
+		return nil, ErrMalformedTransitInfo
 	}
 	PT, err := point.Decode(t.Point[:])
 	if err != nil {
 		return nil, err
 	}
-	st := o.cur.Load()
-	c := &transit.Check{Aud: st.audience, Now: time.Now(), AnySub: true}
+	oo := openOpts{now: time.Now()}
 	for _, opt := range opts {
-		opt(c)
+		opt(&oo)
 	}
+	st := o.cur.Load()
+	c := &transit.Check{Aud: st.audience, Now: oo.now, AnySub: !oo.requireSub,
+		Sub: oo.sub, RequireSub: oo.requireSub, SkipExpiry: oo.skipExpiry}
 	ti, err := st.keys.Open(t.Info, c)
-	if errors.Is(err, transit.ErrUnknownKid) {
-		if h, herr := transit.ParseHeader(t.Info); herr == nil && o.refreshFor(ctx, h.Kid) {
-			st = o.cur.Load()
-			c.Aud = st.audience
-			ti, err = st.keys.Open(t.Info, c)
-		}
+	var unknown *protoerr.UnknownKidError
+	if errors.As(err, &unknown) && o.refreshFor(ctx, unknown.Kid) {
+		st = o.cur.Load()
+		c.Aud = st.audience
+		ti, err = st.keys.Open(t.Info, c)
 	}
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
@@ -125,7 +126,7 @@ func TestRoundTripAndChecks(t *testing.T) {
 	if _, err := o.InTransit(pseudonym.AtRest{}); !errors.Is(err, ErrInvalidPoint) {
 		t.Errorf("identity at rest: %v", err)
 	}
-	if _, err := o.AtRest(ctx, nil); !errors.Is(err, ErrMalformed) {
+	if _, err := o.AtRest(ctx, nil); !errors.Is(err, ErrMalformedTransitInfo) {
 		t.Errorf("nil: %v", err)
 	}
 }
@@ -154,8 +155,9 @@ func TestRefreshOnUnknownKid(t *testing.T) {
 	svc3, _ := New(ctx, d.Name, StaticKeys{D: d3}, WithRefreshInterval(0))
 	forged, _ := svc3.InTransit(randomAtRest(t))
 	for range 100 {
-		if _, err := o.AtRest(ctx, forged); !errors.Is(err, ErrUnknownKid) {
-			t.Fatalf("unknown kid: %v", err)
+		var uk *protoerr.UnknownKidError
+		if _, err := o.AtRest(ctx, forged); !errors.Is(err, ErrUnknownKid) || !errors.As(err, &uk) || uk.Kid != "t3" {
+			t.Fatalf("unknown kid: %v (the error carries the kid)", err)
 		}
 	}
 	if n := prov.reads.Load(); n != 2 {

@@ -22,9 +22,13 @@ import (
 // Size is the size of an encoded pseudonym point.
 const Size = point.Size
 
-// ErrMalformed is returned for a text that is not a pseudonym. It never
-// quotes the text.
-var ErrMalformed = errors.New("pseudonym: malformed text form")
+// ErrMalformedText is the error of parsing a text that is not the text
+// form of a pseudonym: wrong length or separator, not base64url, not a
+// valid point, or a transitInfo whose shape or header is not one the
+// protocol allows. It is about the text only, and is not
+// protoerr.ErrMalformedTransitInfo, the error of a transitInfo a key
+// holder failed to open. It never quotes the text.
+var ErrMalformedText = errors.New("pseudonym: malformed text form")
 
 var b64 = base64.RawURLEncoding.Strict()
 
@@ -51,13 +55,13 @@ func (p *AtRest) UnmarshalText(b []byte) error {
 func ParseAtRest(s string) (AtRest, error) {
 	var p AtRest
 	if len(s) != 43 {
-		return p, ErrMalformed
+		return p, ErrMalformedText
 	}
 	if n, err := b64.Decode(p[:], []byte(s)); err != nil || n != Size {
-		return AtRest{}, ErrMalformed
+		return AtRest{}, ErrMalformedText
 	}
 	if _, err := point.Decode(p[:]); err != nil {
-		return AtRest{}, ErrMalformed
+		return AtRest{}, ErrMalformedText
 	}
 	return p, nil
 }
@@ -99,17 +103,17 @@ func (t *Transit) UnmarshalText(b []byte) error {
 // rest.
 func ParseTransit(s string) (*Transit, error) {
 	if len(s) < 44 || s[43] != ':' || len(s)-44 > transit.MaxLen {
-		return nil, ErrMalformed
+		return nil, ErrMalformedText
 	}
 	t := &Transit{Info: s[44:]}
 	if n, err := b64.Decode(t.Point[:], []byte(s[:43])); err != nil || n != Size {
-		return nil, ErrMalformed
+		return nil, ErrMalformedText
 	}
 	if _, err := point.Decode(t.Point[:]); err != nil {
-		return nil, ErrMalformed
+		return nil, ErrMalformedText
 	}
 	if _, err := transit.ParseHeader(t.Info); err != nil {
-		return nil, ErrMalformed
+		return nil, ErrMalformedText
 	}
 	return t, nil
 }
@@ -120,7 +124,7 @@ func ParseTransit(s string) (*Transit, error) {
 func (t *Transit) Expiry() (time.Time, error) {
 	h, err := transit.ParseHeader(t.Info)
 	if err != nil {
-		return time.Time{}, ErrMalformed
+		return time.Time{}, ErrMalformedText
 	}
 	return h.Expiry(), nil
 }
@@ -130,7 +134,7 @@ func (t *Transit) Expiry() (time.Time, error) {
 func (t *Transit) Subject() (string, error) {
 	h, err := transit.ParseHeader(t.Info)
 	if err != nil {
-		return "", ErrMalformed
+		return "", ErrMalformedText
 	}
 	return h.Sub, nil
 }

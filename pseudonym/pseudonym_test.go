@@ -67,12 +67,12 @@ func TestTextForms(t *testing.T) {
 		t.Fatalf("JSON round trip: %v", err)
 	}
 	for _, bad := range []string{"", s[:42], s + "A", strings.Repeat("A", 43), strings.Repeat("_", 43), s[:42] + "+"} {
-		if _, err := ParseAtRest(bad); !errors.Is(err, ErrMalformed) {
+		if _, err := ParseAtRest(bad); !errors.Is(err, ErrMalformedText) {
 			t.Errorf("ParseAtRest(%q) accepted", bad)
 		}
 	}
 	for _, bad := range []string{"", s, s + ":", s + ":a.b.c", strings.Repeat("A", 43) + ":" + tp.Info, s + ";" + tp.Info} {
-		if _, err := ParseTransit(bad); !errors.Is(err, ErrMalformed) {
+		if _, err := ParseTransit(bad); !errors.Is(err, ErrMalformedText) {
 			t.Errorf("ParseTransit(%q) accepted", bad)
 		}
 	}
@@ -85,7 +85,7 @@ func FuzzParseAtRest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		q, err := ParseAtRest(s)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
+			if !errors.Is(err, ErrMalformedText) {
 				t.Fatal(err)
 			}
 			return
@@ -103,7 +103,7 @@ func FuzzParseTransit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		q, err := ParseTransit(s)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
+			if !errors.Is(err, ErrMalformedText) {
 				t.Fatal(err)
 			}
 			return

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/identifier"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
 
@@ -124,7 +125,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer conn.Close()
-	c := client.NewClient(conn, client.WithMaxBatch(o.batch), client.WithCache(0))
+	c := client.New(conn, client.WithMaxBatch(o.batch), client.WithCache(0))
 	if o.principal != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "x-pseudonymizer-principal", o.principal)
 	}
@@ -139,7 +140,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			d.Name, d.Audience, d.TTL, d.ActiveKid, strings.Join(d.AcceptedKids, ", "))
 		ops := make([]string, len(d.Operations))
 		for i, op := range d.Operations {
-			ops[i] = strings.ToLower(strings.TrimPrefix(op.String(), "OPERATION_"))
+			ops[i] = string(op)
 		}
 		fmt.Fprintf(stdout, "you may: %s\n", strings.Join(ops, ", "))
 		if len(d.ConvertTargets) > 0 {
@@ -257,15 +258,27 @@ func line(t *pseudonym.Transit, err error) string {
 	return t.String()
 }
 
+// errorLine describes an item's error by its reason: the service's, or
+// for the protocol's errors the SDK found itself (an answer that is not a
+// valid point, say) the reason the service would give.
 func errorLine(err error) string {
 	var ie *client.ItemError
 	if errors.As(err, &ie) {
 		if ie.Reason != "" {
-			return "ERROR " + strings.ToLower(strings.TrimPrefix(ie.Reason, "ERROR_REASON_"))
+			return "ERROR " + reasonName(ie.Reason)
 		}
 		return "ERROR " + ie.Code.String()
 	}
+	if e, ok := protoerr.Lookup(err); ok && e.Reason != "ERROR_REASON_UNSPECIFIED" {
+		return "ERROR " + reasonName(e.Reason)
+	}
 	return "ERROR " + err.Error() // the SDK's own sentinel texts carry no data
+}
+
+// reasonName is an ErrorReason's name for humans: "expired" for
+// ERROR_REASON_EXPIRED.
+func reasonName(reason string) string {
+	return strings.ToLower(strings.TrimPrefix(reason, "ERROR_REASON_"))
 }
 
 // callError describes a whole-call failure by its gRPC code and message

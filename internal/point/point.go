@@ -10,49 +10,38 @@ package point
 import (
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/gtank/ristretto255"
+
+	"github.com/ehealth-pseudo/pseudonymizer/identifier"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
 // Size is the size of an encoded element or scalar.
 const Size = 32
 
-// MaxIdentifierLen is the longest identifier that can be embedded.
-const MaxIdentifierLen = 29
+// MaxIdentifierLen is the longest identifier that can be embedded:
+// identifier.MaxLen, the one limit of the protocol.
+const MaxIdentifierLen = identifier.MaxLen
 
 // maxCounter bounds the try-and-increment loop of Encode.
 const maxCounter = 128
 
-// Errors. None of them carries the offending value.
+// Errors, none of which carries the offending value. They are the
+// protocol's errors of package protoerr, under the names this package has
+// always used: the values are the same.
 var (
-	// ErrInvalidPoint is returned for anything that is not a valid point; the
-	// more precise errors below wrap it.
-	ErrInvalidPoint = errors.New("invalid point")
-	// ErrPointLength is returned for an encoding that is not 32 bytes.
-	ErrPointLength = fmt.Errorf("%w: not 32 bytes", ErrInvalidPoint)
-	// ErrNonCanonical is returned for a 32-byte value that is not the
-	// canonical encoding of a ristretto255 element.
-	ErrNonCanonical = fmt.Errorf("%w: non-canonical encoding", ErrInvalidPoint)
-	// ErrIdentity is returned for the identity element.
-	ErrIdentity = fmt.Errorf("%w: identity element", ErrInvalidPoint)
-
-	// ErrInvalidScalar is returned for anything that is not a valid scalar.
-	ErrInvalidScalar = errors.New("invalid scalar")
-	// ErrZeroScalar is returned for the zero scalar.
-	ErrZeroScalar = fmt.Errorf("%w: zero", ErrInvalidScalar)
-
-	// ErrEmptyIdentifier is returned for an identifier of zero bytes.
-	ErrEmptyIdentifier = errors.New("identifier is empty")
-	// ErrIdentifierTooLong is returned for an identifier over 29 bytes.
-	ErrIdentifierTooLong = errors.New("identifier is longer than 29 bytes")
-	// ErrNoEncoding is returned when no counter value gives a valid point
-	// (probability below 1e-15).
-	ErrNoEncoding = errors.New("identifier has no point encoding")
-	// ErrNotIdentifier is returned when a point does not embed an
-	// identifier (bad length byte or non-zero padding).
-	ErrNotIdentifier = errors.New("point does not embed an identifier")
+	ErrInvalidPoint      = protoerr.ErrInvalidPoint      // anything that is not a valid point; the next three wrap it
+	ErrPointLength       = protoerr.ErrPointLength       // an encoding that is not 32 bytes
+	ErrNonCanonical      = protoerr.ErrNonCanonical      // not the canonical encoding of an element
+	ErrIdentity          = protoerr.ErrIdentity          // the identity element
+	ErrInvalidScalar     = protoerr.ErrInvalidScalar     // anything that is not a valid scalar
+	ErrZeroScalar        = protoerr.ErrZeroScalar        // the zero scalar
+	ErrEmptyIdentifier   = protoerr.ErrEmptyIdentifier   // an identifier of zero bytes
+	ErrIdentifierTooLong = protoerr.ErrIdentifierTooLong // an identifier over MaxIdentifierLen bytes
+	ErrNoEncoding        = protoerr.ErrNoEncoding        // no counter gives a valid point
+	ErrNotIdentifier     = protoerr.ErrNotIdentifier     // a point that embeds no identifier
 )
 
 var identity = ristretto255.NewIdentityElement()
@@ -109,7 +98,7 @@ func RandomScalar(rnd io.Reader) (*ristretto255.Scalar, error) {
 	var buf [64]byte
 	for range 8 { // zero has probability 2^-252 per try
 		if _, err := io.ReadFull(rnd, buf[:]); err != nil {
-			return nil, errors.New("reading randomness failed")
+			return nil, errors.New("point: reading randomness failed")
 		}
 		s, err := ristretto255.NewScalar().SetUniformBytes(buf[:])
 		clear(buf[:])

@@ -30,6 +30,7 @@ import (
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
 // Skew is the clock skew tolerated on iat and exp.
@@ -39,22 +40,28 @@ const Skew = 60 * time.Second
 const KeySize = 32
 
 // Errors, each distinct and usable with errors.Is. None carries key
-// material, scalars or header values.
+// material or scalars; Open's unknown-kid error, a
+// *protoerr.UnknownKidError, carries the kid and no other header value.
+// The transitInfo errors are the protocol's errors of package protoerr,
+// under the names this package has always used: the values are the same.
 var (
-	ErrMalformed       = errors.New("transitInfo is malformed")
-	ErrUnknownKid      = errors.New("transitInfo sealed under an unknown key id")
-	ErrBadTag          = errors.New("transitInfo failed authentication")
-	ErrWrongAudience   = errors.New("transitInfo is for another audience")
-	ErrExpired         = errors.New("transitInfo has expired")
-	ErrNotYetValid     = errors.New("transitInfo is not yet valid")
-	ErrSubjectMismatch = errors.New("transitInfo is bound to another subject")
-	ErrLifetimeTooLong = errors.New("transitInfo lifetime exceeds the maximum")
-	// ErrKeyExhausted: the active transit key sealed as many values as
-	// allowed (AES-GCM random nonces); it must be rotated.
-	ErrKeyExhausted  = errors.New("transit key reached its seal limit: rotate it")
-	ErrNoActiveKey   = errors.New("no active transit key")
-	ErrInvalidKey    = errors.New("invalid transit key")
-	ErrInvalidClaims = errors.New("invalid transitInfo claims")
+	ErrMalformed       = protoerr.ErrMalformedTransitInfo
+	ErrUnknownKid      = protoerr.ErrUnknownKid
+	ErrBadTag          = protoerr.ErrBadTag
+	ErrWrongAudience   = protoerr.ErrWrongAudience
+	ErrExpired         = protoerr.ErrExpired
+	ErrNotYetValid     = protoerr.ErrNotYetValid
+	ErrSubjectMismatch = protoerr.ErrSubjectMismatch
+	ErrLifetimeTooLong = protoerr.ErrLifetimeTooLong
+	ErrKeyExhausted    = protoerr.ErrTransitKeyExhausted
+	ErrInvalidClaims   = protoerr.ErrInvalidClaims
+
+	// ErrNoActiveKey is the error of sealing with a key set that has no
+	// active key, or of a key set whose active kid has no key.
+	ErrNoActiveKey = errors.New("transit: no active transit key")
+	// ErrInvalidKey is the error of a transit key that is not 32 bytes or
+	// whose kid is empty or not UTF-8.
+	ErrInvalidKey = errors.New("transit: invalid transit key")
 )
 
 // Header is the protected header of a transitInfo: readable by anyone,
@@ -447,7 +454,7 @@ func (ks *KeySet) Open(ti string, c *Check) (*Opened, error) {
 	}
 	aead, ok := ks.aeads[h.Kid]
 	if !ok {
-		return nil, ErrUnknownKid
+		return nil, &protoerr.UnknownKidError{Kid: h.Kid}
 	}
 	// Lengths first: a fixed-size array is only ever decoded into from a
 	// text of exactly the length that fills it.

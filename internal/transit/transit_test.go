@@ -15,6 +15,7 @@ import (
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
 var (
@@ -229,6 +230,18 @@ func TestOpenErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), aud) {
 			t.Errorf("%s: error echoes the audience", c.name)
 		}
+	}
+}
+
+// TestUnknownKidCarriesKid: the unknown-kid error names the kid, so that an
+// owner can refresh its keys for it without parsing the header again.
+func TestUnknownKidCarriesKid(t *testing.T) {
+	ti := seal(t, keySet(t), scalar(t), Claims{Aud: aud, Iat: t0, TTL: 5 * time.Minute})
+	other, _ := NewKeySet("k9", map[string][]byte{"k9": key1})
+	_, err := other.Open(ti, &Check{Aud: aud, Now: t0})
+	var uk *protoerr.UnknownKidError
+	if !errors.As(err, &uk) || uk.Kid != "k1" || !errors.Is(err, ErrUnknownKid) {
+		t.Fatalf("Open = %v, want an UnknownKidError for k1", err)
 	}
 }
 
