@@ -19,6 +19,8 @@ import (
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 )
 
 // logBuffer collects the output of a process, safely for concurrent use.
@@ -212,21 +214,11 @@ func waitHealth(t testing.TB, cc *grpc.ClientConn, want healthpb.HealthCheckResp
 }
 
 // waitFor polls cond until it holds, and fails the test after timeout with
-// the last state cond described. Deadlines bound waiting only: nothing is
-// asserted about how long it took.
+// the last state cond described (internal/waitfor). Deadlines bound waiting
+// only: nothing is asserted about how long it took.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; last: %s", timeout, what, state)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitfor.State(t, timeout, what, cond)
 }
 
 // runCtl runs the pseudoctl binary and returns its stdout; it fails the

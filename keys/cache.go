@@ -40,6 +40,11 @@ type CacheOptions struct {
 	// with the names of the domains that were added, changed or removed. It must not block for long, nor call
 	// Close.
 	OnChange func(changed []string)
+	// OnPoll, when set, is called after each background poll, from the
+	// polling goroutine, with its outcome (nil, or the error Health then
+	// reports). Monitoring and tests use it to know that a poll happened.
+	// It must not block for long, nor call Close.
+	OnPoll func(err error)
 }
 
 // Cache serves domains from an in-memory snapshot of a [Source], and polls
@@ -324,6 +329,9 @@ func (c *Cache) run() {
 		}
 		if len(changed) > 0 && c.opts.OnChange != nil {
 			c.opts.OnChange(changed)
+		}
+		if c.opts.OnPoll != nil {
+			c.opts.OnPoll(err)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 )
 
 // countHandler counts log records by level.
@@ -30,18 +32,6 @@ func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countHandler) WithGroup(string) slog.Handler      { return h }
-
-// eventually polls cond every 20ms for up to d.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func TestCacheFileStore(t *testing.T) {
 	ctx := context.Background()
@@ -101,7 +91,7 @@ func TestCacheFileStore(t *testing.T) {
 	if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "rotation seen", func() bool {
+	waitfor.Cond(t, 2*time.Second, "rotation seen", func() bool {
 		d, _ := c.Domain(spec.Name)
 		return d.Transit.Active == "t2"
 	})
@@ -112,7 +102,7 @@ func TestCacheFileStore(t *testing.T) {
 	if _, err := s.NewVersion(ctx, spec.Name, "prescriptions_v2"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "new domain seen", func() bool {
+	waitfor.Cond(t, 2*time.Second, "new domain seen", func() bool {
 		_, err := c.Domain("prescriptions_v2")
 		return err == nil
 	})
@@ -126,7 +116,7 @@ func TestCacheFileStore(t *testing.T) {
 	if err := os.Rename(s.Path(), hidden); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "degraded", func() bool { return c.Health() != nil })
+	waitfor.Cond(t, 2*time.Second, "degraded", func() bool { return c.Health() != nil })
 	if err := c.Health(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Health() = %v, want ErrUnavailable", err)
 	}
@@ -144,7 +134,7 @@ func TestCacheFileStore(t *testing.T) {
 	if err := os.Rename(hidden, s.Path()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "recovered", func() bool { return c.Health() == nil })
+	waitfor.Cond(t, 2*time.Second, "recovered", func() bool { return c.Health() == nil })
 	if h.info.Load() == 0 {
 		t.Error("recovery not logged")
 	}
@@ -164,7 +154,12 @@ func TestCacheFileStore(t *testing.T) {
 	if _, err := s.RotateTransitKey(ctx, spec.Name); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Close returned: the poller has exited, so nothing can change.
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("the poller is still running after Close")
+	}
 	if c.Generation() != gen {
 		t.Fatal("cache polled after Close")
 	}
@@ -272,13 +267,13 @@ func TestCacheInvariantsAcrossDomains(t *testing.T) {
 		t.Fatalf("at load: %v %v", got, c.Health())
 	}
 	src.set(a, b)
-	eventually(t, 2*time.Second, "a_v1 served once alone", func() bool { _, err := c.Domain("a_v1"); return err == nil })
+	waitfor.Cond(t, 2*time.Second, "a_v1 served once alone", func() bool { _, err := c.Domain("a_v1"); return err == nil })
 	// b_v1 now lets a_v1's owner identify: the change is refused, the last
 	// good b_v1 stays.
 	b2 := genDomain(t, "b_v1", "urn:test:b", 2, Policy{Identify: []string{"client", "owner-a"}})
 	b2.Scalar, b2.Transit = b.Scalar, b.Transit
 	src.set(a, b2)
-	eventually(t, 2*time.Second, "refused change reported", func() bool { return errors.Is(c.Health(), ErrInvalid) })
+	waitfor.Cond(t, 2*time.Second, "refused change reported", func() bool { return errors.Is(c.Health(), ErrInvalid) })
 	if d, _ := c.Domain("b_v1"); d.Generation != 1 {
 		t.Fatalf("the offending version of b_v1 is served: %v", d)
 	}
@@ -306,13 +301,13 @@ func TestCacheEmptyListingKeepsDomains(t *testing.T) {
 	}
 	defer c.Close()
 	src.set()
-	eventually(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
+	waitfor.Cond(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
 	if got := c.Domains(); len(got) != 2 {
 		t.Fatalf("domains wiped: %v", got)
 	}
 	// One domain removed from a listing that still has the other: removed.
 	src.set(a)
-	eventually(t, 2*time.Second, "b_v1 removed", func() bool { return len(c.Domains()) == 1 && c.Health() == nil })
+	waitfor.Cond(t, 2*time.Second, "b_v1 removed", func() bool { return len(c.Domains()) == 1 && c.Health() == nil })
 }
 
 // TestCacheRefusedOwnersCount: an update that makes a principal an owner
@@ -334,7 +329,7 @@ func TestCacheRefusedOwnersCount(t *testing.T) {
 	}
 	y2 := genDomain(t, "y_v1", "urn:test:y", 2, Policy{Owners: []string{"owner-a", "mallory"}})
 	src.set(y2, z)
-	eventually(t, 2*time.Second, "mallory counted as owner", func() bool { return c.IsOwner("mallory") })
+	waitfor.Cond(t, 2*time.Second, "mallory counted as owner", func() bool { return c.IsOwner("mallory") })
 	if d, _ := c.Domain("y_v1"); d.Generation != 1 {
 		t.Fatal("the refused version is served")
 	}
@@ -381,7 +376,7 @@ func TestCacheListedButUnreadableKept(t *testing.T) {
 	}
 	defer c.Close()
 	src.gone.Store("a_v1")
-	eventually(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
+	waitfor.Cond(t, 2*time.Second, "fault reported", func() bool { return errors.Is(c.Health(), ErrUnavailable) })
 	if _, err := c.Domain("a_v1"); err != nil {
 		t.Fatalf("a listed domain was dropped: %v", err)
 	}

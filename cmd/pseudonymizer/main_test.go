@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
@@ -191,21 +192,20 @@ func startRun(t *testing.T, args []string) (addr string, stdout *syncBuffer) {
 			t.Errorf("no clean stop in the log:\n%s", stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var served string
+	waitfor.State(t, 10*time.Second, "the server to start", func() (bool, string) {
 		if m := servingRE.FindStringSubmatch(stdout.String()); m != nil {
-			return m[1], stdout
+			served = m[1]
+			return true, ""
 		}
 		select {
 		case err := <-done:
 			t.Fatalf("run returned %v\nstderr:\n%s", err, stderr.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not start\nstderr:\n%s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false, "stderr: " + stderr.String()
+	})
+	return served, stdout
 }
 
 func TestRunDev(t *testing.T) {

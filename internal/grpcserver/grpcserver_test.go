@@ -37,6 +37,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
@@ -346,8 +347,7 @@ func TestHealthFollowsKeyStore(t *testing.T) {
 	// the service's own name, which readiness probes use, stays SERVING.
 	waitFor := func(want healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		waitfor.Cond(t, 10*time.Second, "health "+want.String(), func() bool {
 			resp, err := hc.Check(ctxTimeout(t), &healthpb.HealthCheckRequest{Service: ""})
 			if err != nil {
 				t.Fatal(err)
@@ -359,14 +359,8 @@ func TestHealthFollowsKeyStore(t *testing.T) {
 			if svc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				t.Fatalf("service health %v while the cache serves", svc.GetStatus())
 			}
-			if resp.GetStatus() == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("health never became %v", want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return resp.GetStatus() == want
+		})
 	}
 	waitFor(healthpb.HealthCheckResponse_SERVING)
 
@@ -425,17 +419,10 @@ func TestGracefulShutdown(t *testing.T) {
 		shut <- srv.Shutdown(ctx)
 	}()
 	// New calls are refused once the shutdown began...
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitfor.Cond(t, 5*time.Second, "new calls refused during shutdown", func() bool {
 		_, err := c.GetDomain(ctxTimeout(t), &pb.GetDomainRequest{Name: "tls_v1"})
-		if status.Code(err) == codes.Unavailable {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("new calls still accepted during shutdown: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return status.Code(err) == codes.Unavailable
+	})
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned (%v) with a call in flight", err)

@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
@@ -388,17 +390,10 @@ func TestKeyStoreFaultsDegrade(t *testing.T) {
 func waitHealth(t *testing.T, conn *grpc.ClientConn, service, want string) {
 	t.Helper()
 	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitfor.State(t, 10*time.Second, "health of "+service+" "+want, func() (bool, string) {
 		resp, err := hc.Check(ctxTimeout(t), &healthpb.HealthCheckRequest{Service: service})
-		if err == nil && resp.GetStatus().String() == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health of %q never became %s (last: %v %v)", service, want, resp.GetStatus(), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && resp.GetStatus().String() == want, fmt.Sprintf("%v %v", resp.GetStatus(), err)
+	})
 }
 
 // TestHealthWatchNeedsCredentials: on the authenticated port, Check needs

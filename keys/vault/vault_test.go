@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/keystest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
@@ -52,17 +53,6 @@ func (h *logCounter) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *logCounter) Enabled(context.Context, slog.Level) bool { return true }
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func is403(err error) bool {
 	var re *api.ResponseError
@@ -319,7 +309,7 @@ func testPolicies(t *testing.T, srv *vaulttest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "owner cache sees the rotation", func() bool {
+	waitfor.Cond(t, 3*time.Second, "owner cache sees the rotation", func() bool {
 		d, err := c.Domain("prescriptions_v1")
 		return err == nil && d.Transit.Active == kid && len(d.Scalar) == 0
 	})
@@ -339,7 +329,13 @@ func TestCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	const interval = 200 * time.Millisecond
-	c, err := keys.NewCache(ctx, s, &keys.CacheOptions{Interval: interval})
+	polls := make(chan error, 100)
+	c, err := keys.NewCache(ctx, s, &keys.CacheOptions{Interval: interval, OnPoll: func(err error) {
+		select {
+		case polls <- err:
+		default:
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +348,11 @@ func TestCache(t *testing.T) {
 
 	// Unchanged: the snapshot stays the same (Version matches Generation).
 	gen := c.Generation()
-	time.Sleep(5 * interval)
+	for range 3 { // three polls of the unchanged store
+		if err := <-polls; err != nil {
+			t.Fatalf("poll: %v", err)
+		}
+	}
 	if c.Generation() != gen {
 		t.Fatal("the cache reloaded an unchanged domain")
 	}
@@ -362,7 +362,7 @@ func TestCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*interval, "rotation seen", func() bool {
+	waitfor.Cond(t, 10*interval, "rotation seen", func() bool {
 		d, _ := c.Domain(name)
 		return d.Transit.Active == kid
 	})
@@ -375,7 +375,7 @@ func TestCache(t *testing.T) {
 	if err := s.RetireTransitKey(ctx, name, "t1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*interval, "retirement seen", func() bool {
+	waitfor.Cond(t, 10*interval, "retirement seen", func() bool {
 		d, _ := c.Domain(name)
 		return len(d.Transit.Keys) == 1
 	})
@@ -396,7 +396,7 @@ func TestCache(t *testing.T) {
 	if _, err := s.NewVersionWith(ctx, name, next, keys.DomainOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*interval, "new version seen", func() bool {
+	waitfor.Cond(t, 10*interval, "new version seen", func() bool {
 		d, err := c.Domain("prescriptions_v2")
 		if err != nil {
 			return false
@@ -437,7 +437,7 @@ func TestOutage(t *testing.T) {
 	before, _ := c.Domain(name)
 
 	srv.Stop(t)
-	eventually(t, 15*time.Second, "degraded", func() bool { return c.Health() != nil })
+	waitfor.Cond(t, 15*time.Second, "degraded", func() bool { return c.Health() != nil })
 	if err := c.Health(); !errors.Is(err, keys.ErrUnavailable) {
 		t.Fatalf("Health() = %v, want ErrUnavailable", err)
 	}
@@ -455,7 +455,7 @@ func TestOutage(t *testing.T) {
 	if _, err := s.CreateDomain(ctx, keystest.Spec); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "recovered", func() bool { return c.Health() == nil })
+	waitfor.Cond(t, 15*time.Second, "recovered", func() bool { return c.Health() == nil })
 	after, err := c.Domain(name)
 	if err != nil || after.Generation == before.Generation {
 		t.Fatalf("after recovery Domain = %v, %v", after, err)
