@@ -16,26 +16,21 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 )
 
 // ErrSameDomain is returned by Convert when both domains are the same.
-var ErrSameDomain = errors.New("pseudonymizer: convert within one domain")
+var ErrSameDomain = protoerr.ErrSameDomain
 
 // ErrInternal is the error of the items of a batch whose evaluation
 // panicked: the panic is recovered, the other items are unaffected. The
 // error is a *PanicError.
-var ErrInternal = errors.New("pseudonymizer: internal error")
+var ErrInternal = protoerr.ErrInternal
 
 // LifetimeError is the error of an item whose transitInfo lifetime (exp −
-// iat) exceeds the domain's maximum; it matches
-// transit.ErrLifetimeTooLong with errors.Is and carries the limit.
-type LifetimeError struct{ Max time.Duration }
-
-// Error implements error.
-func (e *LifetimeError) Error() string { return transit.ErrLifetimeTooLong.Error() }
-
-// Unwrap makes errors.Is(err, transit.ErrLifetimeTooLong) true.
-func (e *LifetimeError) Unwrap() error { return transit.ErrLifetimeTooLong }
+// iat) exceeds the domain's maximum; it matches transit.ErrLifetimeTooLong
+// with errors.Is and carries the limit.
+type LifetimeError = protoerr.LifetimeTooLongError
 
 // PanicError is the error of items whose evaluation panicked. It describes
 // the panic without its value, which could hold request data.

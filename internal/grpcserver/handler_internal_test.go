@@ -7,7 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
+	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
 // oneDomain is a KeySource serving one domain that a test can replace.
@@ -65,4 +68,29 @@ func (o *oneDomain) IsOwner(p string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return slices.Contains(o.d.Policy.Owners, p) || slices.Contains(o.d.Policy.Owners, "*")
+}
+
+// TestStatusFromTheTable: for every row of the protocol's error table, the
+// server's status has the row's code, reason and message (the client SDK
+// reads statuses back with the same table: client's round-trip test).
+func TestStatusFromTheTable(t *testing.T) {
+	for _, e := range protoerr.Entries() {
+		st := toStatus(e.Err)
+		msg, _ := e.Describe(e.Err)
+		if st.Code() != e.Code || rpcstatus.ReasonOf(st) != e.Reason || st.Message() != msg {
+			t.Errorf("%v: %v %q %q, want %v %q %q", e.Err, st.Code(), rpcstatus.ReasonOf(st), st.Message(), e.Code, e.Reason, msg)
+		}
+	}
+	// Key store errors are translated; unknown errors are INTERNAL.
+	for err, want := range map[error]error{
+		keys.ErrUnknownDomain:       protoerr.ErrUnknownDomain,
+		keys.ErrUnavailable:         protoerr.ErrKeyStoreUnavailable,
+		errors.New("anything"):      protoerr.ErrInternal,
+		&pseudonymizer.PanicError{}: protoerr.ErrInternal,
+	} {
+		e, _ := protoerr.Lookup(want)
+		if st := toStatus(err); st.Code() != e.Code || rpcstatus.ReasonOf(st) != e.Reason {
+			t.Errorf("%v: %v %s, want %v %s", err, st.Code(), rpcstatus.ReasonOf(st), e.Code, e.Reason)
+		}
+	}
 }
