@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"path/filepath"
@@ -16,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +26,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
@@ -66,19 +64,9 @@ func startService(t *testing.T, lis net.Listener) *testService {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cache.Close() })
-	srv, err := grpcserver.New(grpcserver.Config{
+	servertest.StartOn(t, grpcserver.Config{
 		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), MaxBatch: 1000, Rate: 1e6, Burst: 1e6,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
+	}, lis)
 	return &testService{addr: lis.Addr().String(), store: store}
 }
 

@@ -210,14 +210,36 @@ func (o *Owner) loop() {
 		case <-o.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), o.interval)
-			if err := o.fetch(ctx); err != nil {
-				o.log.Warn("owner: refreshing transit keys failed; keeping the current ones",
-					"domain", o.domain, "error", err)
-			}
-			cancel()
+			o.periodic()
 		}
 	}
+}
+
+// periodic is one refresh of the loop. A panic in the key provider is
+// recovered and logged (its type only): the owner keeps its keys.
+func (o *Owner) periodic() {
+	defer func() {
+		if p := recover(); p != nil {
+			o.log.Error("owner: the key provider panicked; keeping the current keys",
+				"domain", o.domain, "panic_type", fmt.Sprintf("%T", p))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), o.interval)
+	defer cancel()
+	if err := o.fetch(ctx); err != nil {
+		o.log.Warn("owner: refreshing transit keys failed; keeping the current ones",
+			"domain", o.domain, "error", err)
+	}
+}
+
+// Refresh re-reads the domain's keys from the provider now, out of the
+// periodic schedule (after an administrator rotated a transit key, say).
+// On failure the owner keeps the keys it has, and the error says why.
+func (o *Owner) Refresh(ctx context.Context) error {
+	o.refreshMu.Lock()
+	defer o.refreshMu.Unlock()
+	o.lastFetch = time.Now()
+	return o.fetch(ctx)
 }
 
 // fetch reads the domain from the provider and swaps the snapshot.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
@@ -185,8 +186,11 @@ func TestPeriodicRefreshAndOutage(t *testing.T) {
 	prov.mu.Lock()
 	prov.fail = true
 	prov.mu.Unlock()
-	time.Sleep(80 * time.Millisecond)
-	// The key store is down: the owner keeps working with what it has.
+	// The key store is down: a refresh fails, and the owner keeps working
+	// with what it has.
+	if err := o.Refresh(ctx); err == nil {
+		t.Fatal("Refresh succeeded against a failing provider")
+	}
 	if got, err := o.AtRest(ctx, tp); err != nil || got != p {
 		t.Fatalf("during outage: %v", err)
 	}
@@ -194,17 +198,20 @@ func TestPeriodicRefreshAndOutage(t *testing.T) {
 	prov.fail = false
 	prov.d = rotated(d, "t2")
 	prov.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		op, err := o.Open(ctx, must(o.InTransit(p)))
-		if err == nil && op.Kid == "t2" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("periodic refresh did not pick up t2")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := o.Refresh(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if op, err := o.Open(ctx, must(o.InTransit(p))); err != nil || op.Kid != "t2" {
+		t.Fatalf("after Refresh: %v %v", op, err)
+	}
+	// The periodic refresh picks up a rotation by itself.
+	prov.mu.Lock()
+	prov.d = rotated(prov.d, "t3")
+	prov.mu.Unlock()
+	waitfor.Cond(t, 5*time.Second, "the periodic refresh to pick up t3", func() bool {
+		op, err := o.Open(ctx, must(o.InTransit(p)))
+		return err == nil && op.Kid == "t3"
+	})
 	if _, err := New(ctx, "nope", prov); !errors.Is(err, keys.ErrUnknownDomain) {
 		t.Fatalf("unknown domain: %v", err)
 	}

@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
@@ -38,24 +34,10 @@ func startDev(t *testing.T) (addr string, store *keys.FileStore) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cache.Close() })
-	srv, err := grpcserver.New(grpcserver.Config{
+	s := servertest.Start(t, grpcserver.Config{
 		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: 1e6, Burst: 1e6,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return lis.Addr().String(), store
+	}, true)
+	return s.Addr, store
 }
 
 func pseudo(t *testing.T, stdin string, args ...string) (string, string, error) {

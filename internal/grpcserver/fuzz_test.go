@@ -5,24 +5,21 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
@@ -62,27 +59,10 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = cache.Close() })
-	srv, err := grpcserver.New(grpcserver.Config{
+	conn := servertest.Start(f, grpcserver.Config{
 		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), MaxBatch: 64,
-		Rate: 1e9, Burst: 1e9, StreamIdleTimeout: 5 * time.Second,
-		Logger: log, Registry: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	f.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	})
-	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = conn.Close() })
+		Rate: 1e9, Burst: 1e9, StreamIdleTimeout: 5 * time.Second, Logger: log,
+	}, false).Dial(f)
 	fx := &fuzzFixture{conn: conn}
 	b, _, err := client.Blind([]byte("85073003328"))
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -104,30 +105,10 @@ func newKeys(t *testing.T, poll time.Duration) *keyFixture {
 	return &keyFixture{path: path, store: store, cache: cache}
 }
 
-// start serves cfg on lis until the test ends.
+// start serves cfg on lis until the test ends (internal/servertest).
 func start(t *testing.T, cfg grpcserver.Config, lis net.Listener) *grpcserver.Server {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
-	}
-	srv, err := grpcserver.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return srv
+	return servertest.StartOn(t, cfg, lis).Server
 }
 
 func tcpListener(t *testing.T) net.Listener {
@@ -332,11 +313,8 @@ func TestJWT(t *testing.T) {
 
 func bufconnServer(t *testing.T, cfg grpcserver.Config) (*grpcserver.Server, *grpc.ClientConn) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := start(t, cfg, lis)
-	conn := dial(t, "passthrough:///bufnet", insecure.NewCredentials(),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	return srv, conn
+	s := servertest.Start(t, cfg, false)
+	return s.Server, s.Dial(t)
 }
 
 func TestHealthFollowsKeyStore(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,14 +14,13 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -119,32 +117,9 @@ func newEnv(t *testing.T, configure ...func(*grpcserver.Config)) *env {
 // serve starts a server with cfg on a new bufconn listener and connects
 // e.client to it.
 func (e *env) serve(cfg grpcserver.Config) {
-	t := e.t
-	srv, err := grpcserver.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	e.srv, e.conn, e.client = srv, conn, pb.NewPseudonymizerClient(conn)
+	s := servertest.Start(e.t, cfg, false)
+	conn := s.Dial(e.t, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
+	e.srv, e.conn, e.client = s.Server, conn, pb.NewPseudonymizerClient(conn)
 }
 
 // as returns a context whose calls are made by principal.
