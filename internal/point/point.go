@@ -61,14 +61,6 @@ func Decode(b []byte) (*ristretto255.Element, error) {
 	return e, nil
 }
 
-// Check reports whether e is usable: not nil and not the identity element.
-func Check(e *ristretto255.Element) error {
-	if e == nil || e.Equal(identity) == 1 {
-		return ErrIdentity
-	}
-	return nil
-}
-
 var zero = ristretto255.NewScalar()
 
 // DecodeScalar parses a canonical, non-zero scalar.

@@ -81,8 +81,7 @@ func (h *Header) Expiry() time.Time { return time.Unix(h.Exp, 0) }
 // It is immutable and safe for concurrent use.
 type KeySet struct {
 	active string
-	aeads  map[string]cipher.AEAD // for Seal
-	raw    map[string][]byte      // for Open, through go-jose
+	aeads  map[string]cipher.AEAD // by kid, for Seal and Open
 }
 
 // NewKeySet prepares the transit keys of a domain. active may be empty for a
@@ -91,7 +90,6 @@ func NewKeySet(active string, keys map[string][]byte) (*KeySet, error) {
 	ks := &KeySet{
 		active: active,
 		aeads:  make(map[string]cipher.AEAD, len(keys)),
-		raw:    make(map[string][]byte, len(keys)),
 	}
 	for kid, k := range keys {
 		if len(k) != KeySize || kid == "" || !validString(kid) {
@@ -106,7 +104,6 @@ func NewKeySet(active string, keys map[string][]byte) (*KeySet, error) {
 			return nil, ErrInvalidKey
 		}
 		ks.aeads[kid] = aead
-		ks.raw[kid] = append([]byte(nil), k...)
 	}
 	if active != "" && ks.aeads[active] == nil {
 		return nil, ErrNoActiveKey
