@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
+
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/keystest"
@@ -245,23 +247,19 @@ func TestFailoverCluster(t *testing.T) {
 	stopped := time.Now()
 	cl.Stop(t, cl.Index(active))
 	var failures int
-	deadline := time.Now().Add(45 * time.Second)
-	for {
+	waitfor.State(t, 45*time.Second, "a read after stopping the active node", func() (bool, string) {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := s.Domain(rctx, keystest.Spec.Name)
 		cancel()
 		if err == nil {
-			break
+			return true, ""
 		}
 		if !errors.Is(err, keys.ErrUnavailable) {
 			t.Fatalf("Domain while the cluster elects a node: %v; want ErrUnavailable", err)
 		}
 		failures++
-		if time.Now().After(deadline) {
-			t.Fatalf("no read within 45 s of stopping the active node: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false, err.Error()
+	})
 	next := cl.Active(t, 30*time.Second)
 	t.Logf("reads again %v after the active node stopped (%d failed reads); new active node %s",
 		time.Since(stopped).Round(100*time.Millisecond), failures, next.Addr)

@@ -505,36 +505,31 @@ func TestAppRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	// The deployment rotates the secret_id: a new one in the file, the old
+	// one destroyed. The token dies at its max TTL (8 s); the next login
+	// must read the file again. Reads go on until that login happened.
+	root := srv.Client(t)
+	sec, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secretFile, []byte(sec.Data["secret_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id/destroy", map[string]any{"secret_id": secretID}); err != nil {
+		t.Fatal(err)
+	}
 	reads := 0
-	rotated := false
-	for start := time.Now(); time.Since(start) < 15*time.Second; {
+	start := time.Now()
+	waitfor.Cond(t, 30*time.Second, "a new login, with the rotated secret_id", func() bool {
 		if _, err := s.Domain(ctx, keystest.Spec.Name); err != nil {
 			t.Fatalf("read %d after %v: %v", reads, time.Since(start), err)
 		}
 		reads++
-		if !rotated && time.Since(start) > 5*time.Second {
-			// The deployment rotates the secret_id: a new one in the file,
-			// the old one destroyed. The next login reads the file again.
-			root := srv.Client(t)
-			sec, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(secretFile, []byte(sec.Data["secret_id"].(string)), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := root.Logical().Write("auth/approle/role/pseudonymizer/secret-id/destroy", map[string]any{"secret_id": secretID}); err != nil {
-				t.Fatal(err)
-			}
-			rotated = true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// The first token dies at 8 s, after the rotation at 5 s: reads went
-	// on, so the new login used the new secret_id.
-	if n := logins.n.Load(); n == 0 {
-		t.Fatal("never logged in again")
-	}
+		return logins.n.Load() > 0
+	})
+	// Reads went on across the new login: it used the new secret_id (the
+	// old one is destroyed).
 	t.Logf("%d reads, %d new logins", reads, logins.n.Load())
 	token := s.Client().Token()
 	if err := s.Close(); err != nil {
