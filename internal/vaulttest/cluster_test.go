@@ -1,11 +1,13 @@
 package vaulttest_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 )
 
 func TestCluster(t *testing.T) {
@@ -53,24 +55,14 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Start(t, i)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	waitfor.State(t, 30*time.Second, "the restarted node to be a standby of "+next.Addr, func() (bool, string) {
 		l, err := active.Client(t).Sys().Leader()
-		if err == nil && !l.IsSelf && l.LeaderAddress == next.Addr {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted node: sys/leader %+v, %v; want a standby of %s", l, err, next.Addr)
-		}
-	}
+		return err == nil && !l.IsSelf && l.LeaderAddress == next.Addr, fmt.Sprintf("sys/leader %+v, %v", l, err)
+	})
 	// Right after it found the active node, a standby may still fail to
 	// forward for a moment.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	waitfor.State(t, 30*time.Second, "the restarted node to serve the data", func() (bool, string) {
 		s, err := active.Client(t).KVv2("kv").Get(t.Context(), "b")
-		if err == nil && s.Data["y"] == "2" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted node: %v, %v", s, err)
-		}
-	}
+		return err == nil && s.Data["y"] == "2", fmt.Sprintf("%v, %v", s, err)
+	})
 }

@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
-
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/keystest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
