@@ -109,10 +109,10 @@ func (p *proc) output() []byte {
 // submatches.
 func (p *proc) waitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if m := re.FindStringSubmatch(string(p.stdout.Bytes())); m != nil {
-			return m
+	var m []string
+	waitfor.State(t, timeout, fmt.Sprintf("%s to print %q", p.name, re), func() (bool, string) {
+		if m = re.FindStringSubmatch(string(p.stdout.Bytes())); m != nil {
+			return true, ""
 		}
 		select {
 		case <-p.exited:
@@ -120,11 +120,9 @@ func (p *proc) waitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration
 				p.name, p.cmd.ProcessState, re, tail(p.stdout.Bytes(), 4000), tail(p.stderr.Bytes(), 8000))
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not print %q within %v:\nstderr:\n%s", p.name, re, timeout, tail(p.stderr.Bytes(), 8000))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, "stderr:\n" + string(tail(p.stderr.Bytes(), 8000))
+	})
+	return m
 }
 
 // server is a running pseudonymizer process.
