@@ -82,19 +82,6 @@ func blindTransit(t *pseudonym.Transit, rnd io.Reader) ([]byte, *Unblinder, erro
 	return blind(P, rnd)
 }
 
-// BlindWithRand is Blind(id, Rand(rnd)), kept only until the service's
-// vector tests, its last callers, move to Rand: new code uses Rand.
-func BlindWithRand(id []byte, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
-	return blindID(id, rnd)
-}
-
-// BlindTransitWithRand is BlindTransit(t, Rand(rnd)), kept only until the
-// service's vector tests, its last callers, move to Rand: new code uses
-// Rand.
-func BlindTransitWithRand(t *pseudonym.Transit, rnd io.Reader) (blinded []byte, u *Unblinder, err error) {
-	return blindTransit(t, rnd)
-}
-
 func blind(M *ristretto255.Element, rnd io.Reader) ([]byte, *Unblinder, error) {
 	b, err := point.RandomScalar(rnd)
 	if err != nil {
