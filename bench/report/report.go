@@ -1,4 +1,4 @@
-// Package report turns the outputs of cmd/pseudobench (gRPC load) and
+// Package report turns the outputs of bench/cmd/pseudobench (gRPC load) and
 // cmd/compare (crypto comparison) into one summary: the targets of the
 // performance issue with what was measured against each, a markdown page
 // and a chart. It reads the JSON of both tools; docs/benchmarks.md
@@ -18,7 +18,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/bench/compare"
 )
 
-// GRPC is the part of cmd/pseudobench's JSON output that the report uses.
+// GRPC is the part of bench/cmd/pseudobench's JSON output that the report uses.
 type GRPC struct {
 	Tool          string    `json:"tool"`
 	SchemaVersion int       `json:"schema_version"`
@@ -45,7 +45,7 @@ type GRPC struct {
 	Runs               []GRPCRun `json:"runs"`
 }
 
-// GRPCRun is one run of cmd/pseudobench.
+// GRPCRun is one run of bench/cmd/pseudobench.
 type GRPCRun struct {
 	Name              string  `json:"name"`
 	Op                string  `json:"op"`
@@ -252,7 +252,7 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 	}
 	b.WriteString("\n")
 	if g := s.GRPC; g != nil {
-		b.WriteString("\n## gRPC load (cmd/pseudobench)\n\n")
+		b.WriteString("\n## gRPC load (bench/cmd/pseudobench)\n\n")
 		b.WriteString("| run | batch | callers | target calls/s | items/s | × ceiling | server-bound × ceiling | p50 ms | p90 ms | p99 ms | errors | RSS MiB |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range g.Runs {

@@ -22,7 +22,7 @@
 //  6. Rate limiting per principal and per item (internal/ratelimit), whose
 //     refusals carry a google.rpc.RetryInfo.
 //
-// Authorization is the handler's (pseudonymizer.Server), since it depends
+// Authorization is the handler's (handler.go), since it depends
 // on each domain's policy.
 //
 // Transport limits (Config): the maximum request size follows from the
