@@ -21,6 +21,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/identifier"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/protoerr"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
@@ -40,6 +41,7 @@ flags (before or after the command):
   -in file            input, one value per line ("-" = stdin) when no values are given
   -batch n            items per call (default 1000)
   -timeout d          per-call timeout (default 30s)
+  -version            print the version and VCS revision, and exit
 `
 
 type usageError struct{ msg string }
@@ -58,6 +60,10 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if buildinfo.Requested(args) {
+		buildinfo.Print(stdout, "pseudo")
+		return nil
+	}
 	addr := os.Getenv("PSEUDO_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:50051"

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 	"github.com/ehealth-pseudo/pseudonymizer/vault/policies"
@@ -36,6 +37,7 @@ const usage = `Usage:
     pseudoctl [store flags] transit-key retire <domain> <kid>
     pseudoctl [store flags] owner-key create <owner> <domain>
     pseudoctl policy service | admin | owner <owner> <domain>
+    pseudoctl -version
 
 Store flags (also accepted after the command):
     -store file:<path>             the JSON file store of development mode
@@ -142,6 +144,10 @@ func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (
 
 // run is pseudoctl, minus the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if buildinfo.Requested(args) {
+		buildinfo.Print(stdout, "pseudoctl")
+		return 0
+	}
 	err := runErr(ctx, args, stdout, stderr, getenv)
 	var ue *usageError
 	switch {

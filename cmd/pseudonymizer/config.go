@@ -30,6 +30,8 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 // config is the command's configuration, from flags, environment and file.
 type config struct {
 	configFile string
+	// version: print the build and exit; nothing else is read or checked.
+	version bool
 
 	dev     bool
 	dataDir string
@@ -78,6 +80,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.configFile, "config", "", "JSON config `file` whose keys are flag names")
+	fs.BoolVar(&c.version, "version", false, "print the version and VCS revision, and exit")
 
 	fs.BoolVar(&c.dev, "dev", false, "development mode: plaintext on loopback, demo domain in a local key file, principal from x-pseudonymizer-principal")
 	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` of the development key file keys.json (default: the user cache dir + /pseudonymizer/dev)")
@@ -140,13 +143,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
 	}
+	if c.version {
+		return c, nil // only from the command line: not the environment nor the config file
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	// Environment, for the flags not on the command line.
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || set[f.Name] {
+		if err != nil || set[f.Name] || f.Name == "version" {
 			return
 		}
 		if v, ok := lookup(getenv, envName(f.Name)); ok {
@@ -169,7 +175,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		for name, v := range values {
 			f := fs.Lookup(name)
-			if f == nil || name == "config" {
+			if f == nil || name == "config" || name == "version" {
 				return nil, usagef("%s: unknown key %q", c.configFile, name)
 			}
 			if set[name] {

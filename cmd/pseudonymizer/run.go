@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
@@ -27,6 +28,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	c, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if c.version {
+		buildinfo.Print(stdout, "pseudonymizer")
+		return nil
 	}
 	if err := c.check(getenv); err != nil {
 		return err

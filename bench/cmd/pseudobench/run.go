@@ -21,6 +21,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/bench/internal/measure"
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
 
@@ -30,6 +31,10 @@ var errFailures = errors.New("some calls or items failed: see the errors column"
 
 // run is the command without the process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if buildinfo.Requested(args) {
+		buildinfo.Print(stdout, "pseudobench")
+		return nil
+	}
 	c, err := parseConfig(args, stderr)
 	if err != nil {
 		return err
