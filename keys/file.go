@@ -179,6 +179,7 @@ func (s *FileStore) RotateTransitKey(ctx context.Context, domain string) (string
 		kid = NextKid(append(d.Transit.Kids(), d.Transit.Active)...)
 		d.Transit.Keys[kid] = k
 		d.Transit.Active = kid
+		d.Transit.ActiveSince = now().UTC().Truncate(time.Second)
 		return nil
 	})
 	return kid, err
@@ -287,6 +288,72 @@ func (s *FileStore) OwnerKey(ctx context.Context, owner, domain string) (Secret,
 		return nil, fmt.Errorf("%w: no owner key of %q for domain %q", ErrUnknownKey, owner, domain)
 	}
 	return k2, nil
+}
+
+// SetPolicy implements [Admin].
+func (s *FileStore) SetPolicy(ctx context.Context, domain string, p Policy) error {
+	return s.updateDomain(domain, func(d *Domain) error {
+		d.Policy = p.Clone()
+		return nil
+	})
+}
+
+// SetLifetimes implements [Admin].
+func (s *FileStore) SetLifetimes(ctx context.Context, domain string, ttl, maxLifetime time.Duration) error {
+	return s.updateDomain(domain, func(d *Domain) error {
+		return setLifetimes(d, ttl, maxLifetime)
+	})
+}
+
+// setLifetimes sets the non-zero ones of ttl and maxLifetime on d.
+func setLifetimes(d *Domain, ttl, maxLifetime time.Duration) error {
+	if ttl < 0 || maxLifetime < 0 {
+		return fmt.Errorf("%w: domain %q: negative ttl or max lifetime", ErrInvalid, d.Name)
+	}
+	if ttl > 0 {
+		d.TTL = ttl
+	}
+	if maxLifetime > 0 {
+		d.MaxLifetime = maxLifetime
+	}
+	return d.Validate()
+}
+
+// DeleteDomain implements [Admin].
+func (s *FileStore) DeleteDomain(ctx context.Context, domain string) error {
+	return s.update(func(st *fileState) error {
+		if _, ok := st.domains[domain]; !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownDomain, domain)
+		}
+		delete(st.domains, domain)
+		return nil
+	})
+}
+
+// RotateOwnerKey implements [Admin].
+func (s *FileStore) RotateOwnerKey(ctx context.Context, owner, domain string) error {
+	return s.update(func(st *fileState) error {
+		if _, ok := st.ownerKeys[owner][domain]; !ok {
+			return fmt.Errorf("%w: no owner key of %q for domain %q", ErrUnknownKey, owner, domain)
+		}
+		k2, err := NewScalar(s.rnd)
+		if err != nil {
+			return err
+		}
+		st.ownerKeys[owner][domain] = k2
+		return nil
+	})
+}
+
+// DeleteOwnerKey implements [Admin].
+func (s *FileStore) DeleteOwnerKey(ctx context.Context, owner, domain string) error {
+	return s.update(func(st *fileState) error {
+		if _, ok := st.ownerKeys[owner][domain]; !ok {
+			return fmt.Errorf("%w: no owner key of %q for domain %q", ErrUnknownKey, owner, domain)
+		}
+		delete(st.ownerKeys[owner], domain)
+		return nil
+	})
 }
 
 // updateDomain applies f to a copy of the domain and stores the result.
@@ -398,7 +465,7 @@ func writeFileAtomic(path string, b []byte) (err error) {
 //	  "domains": {
 //	    "<name>": {
 //	      "audience": "urn:…", "ttl": "5m0s", "max_lifetime": "24h0m0s", "scalar": "<base64>",
-//	      "transit": {"active": "t2", "keys": {"t1": "<base64>", "t2": "<base64>"}},
+//	      "transit": {"active": "t2", "active_since": "2025-01-02T03:04:05Z", "keys": {"t1": "<base64>", "t2": "<base64>"}},
 //	      "policy": {"pseudonymize": […], "identify": […], "convert": {…}, "owners": […]}
 //	    }
 //	  },
@@ -426,8 +493,9 @@ type fileDomain struct {
 }
 
 type fileTransit struct {
-	Active string            `json:"active"`
-	Keys   map[string][]byte `json:"keys"`
+	Active      string            `json:"active"`
+	ActiveSince string            `json:"active_since,omitempty"` // see FormatActiveSince
+	Keys        map[string][]byte `json:"keys"`
 }
 
 // fileState is a decoded, validated file.
@@ -512,6 +580,9 @@ func (fd *fileDomain) domain(name string) (*Domain, error) {
 	for kid, k := range fd.Transit.Keys {
 		d.Transit.Keys[kid] = Secret(k)
 	}
+	if d.Transit.ActiveSince, err = ParseActiveSince(fd.Transit.ActiveSince); err != nil {
+		return nil, fmt.Errorf("domain %q: %w", name, err)
+	}
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -525,7 +596,7 @@ func toFileDomain(d *Domain) *fileDomain {
 		TTL:         d.TTL.String(),
 		MaxLifetime: FormatMaxLifetime(d.MaxLifetime),
 		Scalar:      []byte(d.Scalar),
-		Transit:     fileTransit{Active: d.Transit.Active, Keys: make(map[string][]byte, len(d.Transit.Keys))},
+		Transit:     fileTransit{Active: d.Transit.Active, ActiveSince: FormatActiveSince(d.Transit.ActiveSince), Keys: make(map[string][]byte, len(d.Transit.Keys))},
 		Policy:      d.Policy,
 	}
 	for kid, k := range d.Transit.Keys {

@@ -178,7 +178,7 @@ func (p Policy) WithConvert(target string, principals []string) Policy {
 
 // clone returns a deep copy of t.
 func (t Transit) clone() Transit {
-	c := Transit{Active: t.Active, Keys: make(map[string]Secret, len(t.Keys))}
+	c := Transit{Active: t.Active, Keys: make(map[string]Secret, len(t.Keys)), ActiveSince: t.ActiveSince}
 	for kid, k := range t.Keys {
 		c.Keys[kid] = slices.Clone(k)
 	}

@@ -86,6 +86,13 @@ type Transit struct {
 	// Keys maps each accepted kid to its 32-byte AES-256-GCM key. Retired
 	// kids are absent.
 	Keys map[string]Secret
+	// ActiveSince is when Active became active, by the administrator's
+	// clock (UTC, second precision): set by a rotation, zero for the first
+	// key or when unknown (rotated by an older version). A key made
+	// inactive by that rotation may be retired once every pseudonym sealed
+	// under it has expired (see docs/PROTOCOL.md). Stores keep it as
+	// "active_since", RFC 3339, absent when zero.
+	ActiveSince time.Time
 }
 
 // Policy says which principals may call which operation on a domain.
@@ -191,3 +198,44 @@ func ParseMaxLifetime(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// RetireSkew is the clock skew the service tolerates on a transit
+// pseudonym's iat and exp (internal/transit.Skew): a retirement waits for
+// it on top of the lifetimes.
+const RetireSkew = 60 * time.Second
+
+// RetireAfter is the earliest time a transit key made inactive by the last
+// rotation may be retired: ActiveSince plus the longest lifetime of a
+// transit pseudonym the service accepts (the effective max lifetime, at
+// least the ttl) plus [RetireSkew]. It is zero when ActiveSince is unknown.
+func (d *Domain) RetireAfter() time.Time {
+	if d.Transit.ActiveSince.IsZero() {
+		return time.Time{}
+	}
+	return d.Transit.ActiveSince.Add(max(d.TTL, d.EffectiveMaxLifetime()) + RetireSkew)
+}
+
+// FormatActiveSince is how stores keep [Transit].ActiveSince: RFC 3339 in
+// UTC, empty when zero.
+func FormatActiveSince(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// ParseActiveSince decodes what [FormatActiveSince] encodes. The error wraps
+// [ErrInvalid].
+func ParseActiveSince(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: active_since %q is not an RFC 3339 time", ErrInvalid, s)
+	}
+	return t.UTC(), nil
+}
+
+// now is the clock of the stores' rotations; tests replace it.
+var now = time.Now

@@ -75,4 +75,25 @@ type Admin interface {
 	// OwnerKey reads the owner's second scalar k2 for a domain. It fails
 	// with ErrUnknownKey if there is none.
 	OwnerKey(ctx context.Context, owner, domain string) (Secret, error)
+	// SetPolicy replaces the policy of a domain. Like the Creator methods
+	// it does not check the invariants that span domains: see
+	// [ValidateSet], which cmd/pseudoctl runs first.
+	SetPolicy(ctx context.Context, domain string, p Policy) error
+	// SetLifetimes changes the ttl and the max lifetime of a domain; a zero
+	// value keeps the current one. The result must be valid (a max
+	// lifetime, when set, is at least the ttl): ErrInvalid otherwise.
+	SetLifetimes(ctx context.Context, domain string, ttl, maxLifetime time.Duration) error
+	// DeleteDomain removes a domain and all its keys, scalar included: it
+	// is no longer listed, so services and owners drop it, and its
+	// pseudonyms can never be identified or converted again. Owner keys
+	// for the domain are kept (see DeleteOwnerKey). It fails with
+	// ErrUnknownDomain if the domain does not exist.
+	DeleteDomain(ctx context.Context, domain string) error
+	// RotateOwnerKey replaces the owner's second scalar k2 for a domain
+	// with a new random one (the old one is destroyed). It fails with
+	// ErrUnknownKey if there is none.
+	RotateOwnerKey(ctx context.Context, owner, domain string) error
+	// DeleteOwnerKey destroys the owner's second scalar k2 for a domain.
+	// It fails with ErrUnknownKey if there is none.
+	DeleteOwnerKey(ctx context.Context, owner, domain string) error
 }

@@ -92,6 +92,24 @@ func CheckScalar(b []byte) error {
 // Validate sees one domain only: see [ValidateSet] for the invariants that
 // span domains.
 func (d *Domain) Validate() error {
+	if err := d.ValidateSettings(); err != nil {
+		return err
+	}
+	if len(d.Scalar) != 0 {
+		if err := CheckScalar(d.Scalar); err != nil {
+			return fmt.Errorf("domain %q: %w", d.Name, err)
+		}
+	}
+	if err := d.Transit.validate(); err != nil {
+		return fmt.Errorf("domain %q: %w", d.Name, err)
+	}
+	return nil
+}
+
+// ValidateSettings is [Domain.Validate] without the keys: name, audience,
+// ttl, max lifetime and policy. Stores use it to check a change of settings
+// without reading the keys.
+func (d *Domain) ValidateSettings() error {
 	if d == nil {
 		return fmt.Errorf("%w: nil domain", ErrInvalid)
 	}
@@ -109,14 +127,6 @@ func (d *Domain) Validate() error {
 	}
 	if d.MaxLifetime > 0 && d.MaxLifetime < d.TTL {
 		return fmt.Errorf("%w: domain %q: max lifetime %v is shorter than the ttl %v", ErrInvalid, d.Name, d.MaxLifetime, d.TTL)
-	}
-	if len(d.Scalar) != 0 {
-		if err := CheckScalar(d.Scalar); err != nil {
-			return fmt.Errorf("domain %q: %w", d.Name, err)
-		}
-	}
-	if err := d.Transit.validate(); err != nil {
-		return fmt.Errorf("domain %q: %w", d.Name, err)
 	}
 	if err := d.Policy.validate(); err != nil {
 		return fmt.Errorf("domain %q: %w", d.Name, err)

@@ -19,6 +19,9 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
+// now is the clock of rotations; tests replace it.
+var now = time.Now
+
 // DefaultMount is the path of the KV v2 secrets engine when none is given.
 const DefaultMount = "pseudonymizer"
 
@@ -83,6 +86,7 @@ type metaJSON struct {
 	TTL         string      `json:"ttl,omitempty"`
 	MaxLifetime string      `json:"max_lifetime,omitempty"` // see keys.FormatMaxLifetime
 	Active      string      `json:"active"`
+	ActiveSince string      `json:"active_since,omitempty"` // see keys.FormatActiveSince
 	Accepted    []string    `json:"accepted"`
 	Policy      keys.Policy `json:"policy"`
 }
@@ -292,6 +296,9 @@ func (s *Store) Domain(ctx context.Context, name string) (*keys.Domain, error) {
 	if d.TTL, d.MaxLifetime, err = m.lifetimes(name); err != nil {
 		return nil, err
 	}
+	if d.Transit.ActiveSince, err = keys.ParseActiveSince(m.ActiveSince); err != nil {
+		return nil, fmt.Errorf("domain %q: %w", name, err)
+	}
 	// meta is read before transit: a key retired in between is accepted in
 	// meta and gone from transit. It is left out; the active key must be
 	// there (a rotation writes transit before meta).
@@ -467,6 +474,7 @@ func (s *Store) RotateTransitKey(ctx context.Context, name string) (string, erro
 		return "", err
 	}
 	m.Active = kid
+	m.ActiveSince = keys.FormatActiveSince(now().UTC().Truncate(time.Second))
 	m.Accepted = append(m.Accepted, kid)
 	if err := s.put(ctx, metaPath(name), m, mv.n); err != nil {
 		return "", err
@@ -618,4 +626,129 @@ func (s *Store) OwnerKey(ctx context.Context, owner, domain string) (keys.Secret
 		return nil, fmt.Errorf("owner key of %q for domain %q: %w", owner, domain, err)
 	}
 	return k2, nil
+}
+
+// settings returns the settings of domain name in m, for validation.
+func (m *metaJSON) settings(name string) (*keys.Domain, error) {
+	d := &keys.Domain{Name: name, Audience: m.Audience, Policy: m.Policy}
+	var err error
+	if d.TTL, d.MaxLifetime, err = m.lifetimes(name); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// updateMeta applies f to the settings of domain name and writes them back
+// to its meta path, with check-and-set.
+func (s *Store) updateMeta(ctx context.Context, name string, f func(d *keys.Domain) error) error {
+	m, mv, err := s.readMeta(ctx, name)
+	if err != nil {
+		return err
+	}
+	d, err := m.settings(name)
+	if err != nil {
+		return err
+	}
+	if err := f(d); err != nil {
+		return err
+	}
+	if err := d.ValidateSettings(); err != nil {
+		return err
+	}
+	m.TTL = d.TTL.String()
+	m.MaxLifetime = keys.FormatMaxLifetime(d.MaxLifetime)
+	m.Policy = d.Policy
+	return s.put(ctx, metaPath(name), m, mv.n)
+}
+
+// SetPolicy implements keys.Admin.
+func (s *Store) SetPolicy(ctx context.Context, name string, p keys.Policy) error {
+	return s.updateMeta(ctx, name, func(d *keys.Domain) error {
+		d.Policy = p.Clone()
+		return nil
+	})
+}
+
+// SetLifetimes implements keys.Admin.
+func (s *Store) SetLifetimes(ctx context.Context, name string, ttl, maxLifetime time.Duration) error {
+	if ttl < 0 || maxLifetime < 0 {
+		return fmt.Errorf("%w: domain %q: negative ttl or max lifetime", keys.ErrInvalid, name)
+	}
+	return s.updateMeta(ctx, name, func(d *keys.Domain) error {
+		if ttl > 0 {
+			d.TTL = ttl
+		}
+		if maxLifetime > 0 {
+			d.MaxLifetime = maxLifetime
+		}
+		return nil
+	})
+}
+
+// DeleteDomain implements keys.Admin. It deletes the metadata (every
+// version) of the meta path first, so that readers see an unknown domain
+// at once, then those of the transit and scalar paths.
+func (s *Store) DeleteDomain(ctx context.Context, name string) error {
+	if _, _, err := s.readMeta(ctx, name); err != nil {
+		return err
+	}
+	for _, p := range []string{metaPath(name), transitPath(name), scalarPath(name)} {
+		if err := s.kv.DeleteMetadata(ctx, p); err != nil {
+			return wrap(err, "deleting", s.mount+"/metadata/"+p)
+		}
+	}
+	return nil
+}
+
+// RotateOwnerKey implements keys.Admin. It writes a new k2 and destroys the
+// older versions.
+func (s *Store) RotateOwnerKey(ctx context.Context, owner, domain string) error {
+	v, err := s.ownerKeyVersion(ctx, owner, domain)
+	if err != nil {
+		return err
+	}
+	k2, err := keys.NewScalar(nil)
+	if err != nil {
+		return err
+	}
+	p := ownerPath(owner, domain)
+	if err := s.put(ctx, p, ownerJSON{K2: encodeKey(k2)}, v.n); err != nil {
+		return err
+	}
+	old := make([]int, 0, v.n)
+	for i := 1; i <= v.n; i++ {
+		old = append(old, i)
+	}
+	if err := s.kv.Destroy(ctx, p, old); err != nil {
+		return wrap(err, "destroying old versions of", s.mount+"/"+p)
+	}
+	return nil
+}
+
+// DeleteOwnerKey implements keys.Admin: it deletes every version of k2.
+func (s *Store) DeleteOwnerKey(ctx context.Context, owner, domain string) error {
+	if _, err := s.ownerKeyVersion(ctx, owner, domain); err != nil {
+		return err
+	}
+	p := ownerPath(owner, domain)
+	if err := s.kv.DeleteMetadata(ctx, p); err != nil {
+		return wrap(err, "deleting", s.mount+"/metadata/"+p)
+	}
+	return nil
+}
+
+// ownerKeyVersion returns the current version of an owner key, or an error
+// wrapping keys.ErrUnknownKey when there is none.
+func (s *Store) ownerKeyVersion(ctx context.Context, owner, domain string) (version, error) {
+	if !keys.ValidOwner(owner) || !keys.ValidName(domain) {
+		return version{}, fmt.Errorf("%w: no owner key of %q for domain %q", keys.ErrUnknownKey, owner, domain)
+	}
+	v, err := s.current(ctx, ownerPath(owner, domain))
+	if err != nil {
+		return version{}, err
+	}
+	if v.n == 0 {
+		return version{}, fmt.Errorf("%w: no owner key of %q for domain %q", keys.ErrUnknownKey, owner, domain)
+	}
+	return v, nil
 }

@@ -224,6 +224,32 @@ func testPolicies(t *testing.T, srv *vaulttest.Server) {
 	if err := admin.CreateOwnerKey(ctx, "recip-e", "prescriptions_v1"); !errors.Is(err, keys.ErrExists) {
 		t.Fatalf("admin CreateOwnerKey over an existing key = %v, want ErrExists", err)
 	}
+	// Admin: change and delete domains, rotate and delete owner keys.
+	od, err := admin.Domain(ctx, "other_v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetPolicy(ctx, "other_v1", keys.Policy{Pseudonymize: []string{"lab"}}); err != nil {
+		t.Fatalf("admin SetPolicy: %v", err)
+	}
+	if err := admin.SetPolicy(ctx, "other_v1", od.Policy); err != nil {
+		t.Fatalf("admin SetPolicy: %v", err)
+	}
+	if err := admin.SetLifetimes(ctx, "other_v1", time.Minute, 0); err != nil {
+		t.Fatalf("admin SetLifetimes: %v", err)
+	}
+	if err := admin.RotateOwnerKey(ctx, "recip-e", "other_v1"); err != nil {
+		t.Fatalf("admin RotateOwnerKey: %v", err)
+	}
+	if err := admin.DeleteOwnerKey(ctx, "recip-e", "other_v1"); err != nil {
+		t.Fatalf("admin DeleteOwnerKey: %v", err)
+	}
+	if _, err := admin.CreateDomain(ctx, keys.DomainSpec{Name: "scratch_v1", Audience: "urn:scratch:v1"}); err != nil {
+		t.Fatalf("admin CreateDomain: %v", err)
+	}
+	if err := admin.DeleteDomain(ctx, "scratch_v1"); err != nil {
+		t.Fatalf("admin DeleteDomain: %v", err)
+	}
 	if names, err := admin.Domains(ctx); err != nil || len(names) != 4 {
 		t.Fatalf("admin Domains = %v, %v", names, err)
 	}
@@ -265,7 +291,7 @@ func testPolicies(t *testing.T, srv *vaulttest.Server) {
 	if !is403(err) {
 		t.Fatalf("owner read of its domain's scalar = %v, want 403", err)
 	}
-	od, err := ownerStore.Domain(ctx, "prescriptions_v1")
+	od, err = ownerStore.Domain(ctx, "prescriptions_v1")
 	if err != nil {
 		t.Fatalf("owner Domain: %v", err)
 	}

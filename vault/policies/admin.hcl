@@ -1,10 +1,11 @@
 # Policy of the administrators (cmd/pseudoctl).
 #
-# They create domains, rotate and retire transit keys, create new domain
-# versions and owner second keys. They can write a domain scalar k only when
-# creating the domain and can never read it; they can create an owner key k2
-# but never read or replace it. (Vault decides between "create" and
-# "update" by whether the path exists.)
+# They create, change and delete domains, rotate and retire transit keys,
+# create new domain versions, and create, rotate and delete owner second
+# keys. They can write a domain scalar k only when creating the domain and
+# can never read it (deleting a domain deletes it); they never read an owner
+# key k2. (Vault decides between "create" and "update" by whether the path
+# exists.)
 #
 # The KV v2 engine is mounted at "pseudonymizer/"; for another mount, replace
 # that prefix. Layout: see the documentation of package keys/vault.
@@ -26,18 +27,24 @@ path "pseudonymizer/destroy/domains/+/transit" {
   capabilities = ["update"]
 }
 
+# Deleting a domain deletes the metadata (all versions) of its paths.
 path "pseudonymizer/metadata/domains/*" {
-  capabilities = ["read", "list"]
+  capabilities = ["read", "list", "delete"]
 }
 
 path "pseudonymizer/metadata/domains" {
   capabilities = ["list"]
 }
 
+# Rotating an owner key writes a new version and destroys the older ones.
 path "pseudonymizer/data/owners/+/+/k2" {
-  capabilities = ["create"]
+  capabilities = ["create", "update"]
+}
+
+path "pseudonymizer/destroy/owners/+/+/k2" {
+  capabilities = ["update"]
 }
 
 path "pseudonymizer/metadata/owners/+/+/k2" {
-  capabilities = ["read"]
+  capabilities = ["read", "delete"]
 }
