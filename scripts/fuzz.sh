@@ -29,7 +29,7 @@ run() { # package dir, target
 		exit 1
 	fi
 	local execs
-	execs="$(grep -o 'execs: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)"
+	execs="$(grep -o 'execs: [0-9]*' "$out" | tail -1 | cut -d' ' -f2 || true)"
 	summary+=("$(printf '%-24s %-34s %10s execs' "$pkg" "$target" "${execs:-?}")")
 	rm -f "$out"
 	if [ "$SEEDS" = 1 ]; then
