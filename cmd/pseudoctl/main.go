@@ -1,7 +1,8 @@
-// Command pseudoctl administers the pseudonymization domains: it creates
-// domains, rotates and retires transit keys, creates new domain versions and
-// owner second keys, in the file store of development mode or in Vault. It
-// never prints key material.
+// Command pseudoctl administers the pseudonymization domains: it creates,
+// changes and deletes domains, rotates and retires transit keys, creates new
+// domain versions, and creates, rotates and deletes owner second keys, in
+// the file store of development mode or in Vault. It never prints key
+// material.
 package main
 
 import (
@@ -33,25 +34,51 @@ const usage = `Usage:
     pseudoctl [store flags] domain list
     pseudoctl [store flags] domain new-version <old> <new> [-audience <uri>]
                   [-max-lifetime <duration>]
+    pseudoctl [store flags] domain set-policy <name> [-pseudonymize p1,p2]
+                  [-identify p1,p2] [-owners o1,o2] [-convert target=p1,p2 ...]
+    pseudoctl [store flags] domain set-ttl <name> [-ttl 5m] [-max-lifetime 24h]
+    pseudoctl [store flags] domain delete <name> -yes
     pseudoctl [store flags] transit-key rotate <domain>
-    pseudoctl [store flags] transit-key retire <domain> <kid>
+    pseudoctl [store flags] transit-key retire [-force] <domain> <kid>
     pseudoctl [store flags] owner-key create <owner> <domain>
+    pseudoctl [store flags] owner-key rotate <owner> <domain> -yes
+    pseudoctl [store flags] owner-key delete <owner> <domain> -yes
     pseudoctl policy service | admin | owner <owner> <domain>
     pseudoctl -version
 
-Store flags (also accepted after the command):
+Store flags (also accepted after the command; the same names as
+pseudonymizer's):
     -store file:<path>             the JSON file store of development mode
+                                   (default $PSEUDOCTL_STORE)
     -vault-addr <url>              Vault address (default $VAULT_ADDR)
     -vault-token <token>           Vault token (default $VAULT_TOKEN; prefer
                                    the variable: arguments are visible in ps)
-    -approle-role-id <id>          log in with AppRole instead of a token
-    -approle-secret-id-file <path> file holding the AppRole secret_id
+    -vault-role-id <id>            log in with AppRole instead of a token
+                                   (default $VAULT_ROLE_ID)
+    -vault-secret-id-file <path>   file holding the AppRole secret_id
+                                   (default $VAULT_SECRET_ID_FILE)
     -vault-ca <file>               PEM CA certificates that verify Vault's TLS
+                                   (default $VAULT_CACERT)
     -vault-mount <path>            KV v2 mount (default pseudonymizer)
+(-approle-role-id and -approle-secret-id-file are old names of the AppRole
+flags.)
 
 A transit key is retired once every transit pseudonym sealed under it has
-expired (domain ttl plus clock skew). Rotating the scalar k is done by
-creating a new domain version and converting the stored pseudonyms.
+expired: transit-key retire refuses until the longest lifetime the domain
+accepts (its max lifetime, at least its ttl) plus 60 s of clock skew have
+passed since the last rotation, unless -force. Rotating the scalar k is
+done by creating a new domain version and converting the stored pseudonyms.
+
+domain set-policy replaces the lists it is given and keeps the others; an
+empty list ("") clears one; -convert replaces every convert target. It
+checks the new policy against every domain, like domain create. set-ttl
+changes the ttl and/or the max lifetime.
+
+domain delete removes the domain and all its keys, its scalar included:
+services drop it at their next poll, and its pseudonyms can never be
+identified or converted again. owner-key rotate and delete destroy the
+owner's current k2, so that the owner's stored double pseudonyms can no
+longer be matched. All three want -yes.
 
 -max-lifetime is the longest lifetime (exp - iat) of a transit pseudonym
 the service accepts for identify and convert (owners make transit forms
@@ -90,14 +117,21 @@ type storeFlags struct {
 	store, addr, token, roleID, secretIDFile, ca, mount string
 }
 
+// aliases are the old names of store flags, accepted but not documented.
+var aliases = map[string]string{"approle-role-id": "vault-role-id", "approle-secret-id-file": "vault-secret-id-file"}
+
 // register defines the store flags on fs, with the current values as
 // defaults, so that they can be given before or after the command.
 func (sf *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&sf.store, "store", sf.store, "file:<path> of the file store")
 	fs.StringVar(&sf.addr, "vault-addr", sf.addr, "Vault address")
 	fs.StringVar(&sf.token, "vault-token", sf.token, "Vault token")
-	fs.StringVar(&sf.roleID, "approle-role-id", sf.roleID, "AppRole role_id")
-	fs.StringVar(&sf.secretIDFile, "approle-secret-id-file", sf.secretIDFile, "file of the AppRole secret_id")
+	fs.StringVar(&sf.roleID, "vault-role-id", sf.roleID, "AppRole role_id")
+	fs.StringVar(&sf.secretIDFile, "vault-secret-id-file", sf.secretIDFile, "file of the AppRole secret_id")
+	for old, name := range aliases {
+		f := fs.Lookup(name)
+		fs.Var(f.Value, old, f.Usage)
+	}
 	fs.StringVar(&sf.ca, "vault-ca", sf.ca, "PEM file of Vault's CA")
 	fs.StringVar(&sf.mount, "vault-mount", sf.mount, "KV v2 mount")
 }
@@ -139,7 +173,7 @@ func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (
 		}
 		return st, func() { _ = st.Close() }, nil
 	}
-	return nil, nil, usagef("no key store: give -store file:<path>, or -vault-addr (or VAULT_ADDR)")
+	return nil, nil, usagef("no key store: give -store file:<path> (or PSEUDOCTL_STORE), or -vault-addr (or VAULT_ADDR)")
 }
 
 // run is pseudoctl, minus the process: it returns the exit status.
@@ -166,7 +200,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	sf := &storeFlags{addr: getenv("VAULT_ADDR"), token: getenv("VAULT_TOKEN"), ca: getenv("VAULT_CACERT")}
+	sf := &storeFlags{store: getenv("PSEUDOCTL_STORE"), addr: getenv("VAULT_ADDR"), token: getenv("VAULT_TOKEN"),
+		roleID: getenv("VAULT_ROLE_ID"), secretIDFile: getenv("VAULT_SECRET_ID_FILE"), ca: getenv("VAULT_CACERT")}
 	top := newFlagSet("pseudoctl")
 	sf.register(top)
 	if err := top.Parse(args); err != nil {
@@ -202,10 +237,18 @@ var commands = map[string]func(*call) error{
 	"domain show":        domainShow,
 	"domain list":        domainList,
 	"domain new-version": domainNewVersion,
+	"domain set-policy":  domainSetPolicy,
+	"domain set-ttl":     domainSetTTL,
+	"domain delete":      domainDelete,
 	"transit-key rotate": transitKeyRotate,
 	"transit-key retire": transitKeyRetire,
 	"owner-key create":   ownerKeyCreate,
+	"owner-key rotate":   ownerKeyRotate,
+	"owner-key delete":   ownerKeyDelete,
 }
+
+// now is pseudoctl's clock (transit-key retire); tests replace it.
+var now = time.Now
 
 // call is one invocation of a command: fs has the store flags; the command
 // adds its own, then parses args with parse or withStore.
@@ -252,15 +295,7 @@ func domainCreate(c *call) error {
 	pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
 	identify := fs.String("identify", "", "comma-separated principals that may identify")
 	owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
-	convert := map[string][]string{}
-	fs.Func("convert", "`target=p1,p2`: principals that may convert this domain's pseudonyms into target (repeatable)", func(v string) error {
-		target, who, ok := strings.Cut(v, "=")
-		if !ok || target == "" || who == "" {
-			return errors.New("want target=principal1,principal2")
-		}
-		convert[target] = append(convert[target], list(who)...)
-		return nil
-	})
+	convert := convertFlag(fs)
 	pos, err := c.parse(1)
 	if err != nil {
 		return err
@@ -300,6 +335,94 @@ func domainCreate(c *call) error {
 	fmt.Fprintf(c.stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s)\n",
 		d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active)
 	return nil
+}
+
+// convertFlag defines the repeatable -convert target=p1,p2 on fs.
+func convertFlag(fs *flag.FlagSet) map[string][]string {
+	convert := map[string][]string{}
+	fs.Func("convert", "`target=p1,p2`: principals that may convert this domain's pseudonyms into target (repeatable)", func(v string) error {
+		target, who, ok := strings.Cut(v, "=")
+		if !ok || target == "" || who == "" {
+			return errors.New("want target=principal1,principal2")
+		}
+		convert[target] = append(convert[target], list(who)...)
+		return nil
+	})
+	return convert
+}
+
+func domainSetPolicy(c *call) error {
+	fs := c.fs
+	pseudonymize := fs.String("pseudonymize", "", "comma-separated principals that may pseudonymize")
+	identify := fs.String("identify", "", "comma-separated principals that may identify")
+	owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
+	convert := convertFlag(fs)
+	return c.withStore(1, func(st store, pos []string) error {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["pseudonymize"] && !set["identify"] && !set["owners"] && !set["convert"] {
+			return usagef("domain set-policy: give -pseudonymize, -identify, -owners or -convert")
+		}
+		d, err := st.Domain(c.ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		p := d.Policy.Clone()
+		if set["pseudonymize"] {
+			p.Pseudonymize = list(*pseudonymize)
+		}
+		if set["identify"] {
+			p.Identify = list(*identify)
+		}
+		if set["owners"] {
+			p.Owners = list(*owners)
+		}
+		if set["convert"] {
+			p.Convert = convert
+		}
+		spec := keys.DomainSpec{Name: d.Name, Audience: d.Audience, TTL: d.TTL, Policy: p}
+		if err := checkSet(c.ctx, st, c.stderr, spec); err != nil {
+			return err
+		}
+		if err := st.SetPolicy(c.ctx, d.Name, p); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: policy set; services apply it at their next poll\n", d.Name)
+		return nil
+	})
+}
+
+func domainSetTTL(c *call) error {
+	ttl := c.fs.Duration("ttl", 0, "lifetime of pseudonyms in transit")
+	maxLifetime := c.fs.Duration("max-lifetime", 0, "longest lifetime of a transit pseudonym the service accepts")
+	return c.withStore(1, func(st store, pos []string) error {
+		if *ttl < 0 || *maxLifetime < 0 || *ttl == 0 && *maxLifetime == 0 {
+			return usagef("domain set-ttl: give a positive -ttl and/or -max-lifetime")
+		}
+		if err := st.SetLifetimes(c.ctx, pos[0], *ttl, *maxLifetime); err != nil {
+			return err
+		}
+		d, err := st.Domain(c.ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: ttl %v, max lifetime %v\n", d.Name, d.TTL, d.EffectiveMaxLifetime())
+		return nil
+	})
+}
+
+func domainDelete(c *call) error {
+	yes := c.fs.Bool("yes", false, "confirm: the domain's pseudonyms can never be identified again")
+	return c.withStore(1, func(st store, pos []string) error {
+		if !*yes {
+			return usagef("domain delete: deleting %s destroys its keys: its pseudonyms can never be identified or converted again; add -yes to confirm", pos[0])
+		}
+		if err := st.DeleteDomain(c.ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s deleted; services drop it at their next poll\n", pos[0])
+		return nil
+	})
 }
 
 func domainShow(c *call) error {
@@ -378,11 +501,70 @@ func transitKeyRotate(c *call) error {
 }
 
 func transitKeyRetire(c *call) error {
+	force := c.fs.Bool("force", false, "retire before every pseudonym sealed under the key has expired")
 	return c.withStore(2, func(st store, pos []string) error {
+		if !*force {
+			d, err := st.Domain(c.ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			if err := retirable(d, pos[1], now()); err != nil {
+				return err
+			}
+		}
 		if err := st.RetireTransitKey(c.ctx, pos[0], pos[1]); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "domain %s: transit key %s retired\n", pos[0], pos[1])
+		return nil
+	})
+}
+
+// retirable says whether kid of d may be retired at t: once the longest
+// lifetime of a transit pseudonym plus the skew have passed since the last
+// rotation (see keys.Domain.RetireAfter). The active key and unknown kids
+// are left to the store to refuse.
+func retirable(d *keys.Domain, kid string, t time.Time) error {
+	if _, ok := d.Transit.Keys[kid]; !ok || kid == d.Transit.Active {
+		return nil
+	}
+	wait := max(d.TTL, d.EffectiveMaxLifetime()) + keys.RetireSkew
+	after := d.RetireAfter()
+	if after.IsZero() {
+		return fmt.Errorf("domain %s: the time of the last rotation is unknown (rotated by an older pseudoctl): retire %s with -force once %v have passed since that rotation",
+			d.Name, kid, wait)
+	}
+	if t.Before(after) {
+		return fmt.Errorf("domain %s: transit key %s may still seal live pseudonyms: retire it after %s (%v after the rotation to %s at %s: max lifetime plus 60 s skew), or give -force",
+			d.Name, kid, after.Format(time.RFC3339), wait, d.Transit.Active, d.Transit.ActiveSince.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func ownerKeyRotate(c *call) error {
+	yes := c.fs.Bool("yes", false, "confirm: the current k2 is destroyed")
+	return c.withStore(2, func(st store, pos []string) error {
+		if !*yes {
+			return usagef("owner-key rotate: the current k2 of %s for %s is destroyed: double pseudonyms made with it can no longer be matched; add -yes to confirm", pos[0], pos[1])
+		}
+		if err := st.RotateOwnerKey(c.ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "replaced the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
+		return nil
+	})
+}
+
+func ownerKeyDelete(c *call) error {
+	yes := c.fs.Bool("yes", false, "confirm: the k2 is destroyed")
+	return c.withStore(2, func(st store, pos []string) error {
+		if !*yes {
+			return usagef("owner-key delete: the k2 of %s for %s is destroyed: double pseudonyms made with it can no longer be matched; add -yes to confirm", pos[0], pos[1])
+		}
+		if err := st.DeleteOwnerKey(c.ctx, pos[0], pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "deleted the second key (k2) of owner %s for domain %s\n", pos[0], pos[1])
 		return nil
 	})
 }
@@ -448,6 +630,7 @@ type domainInfo struct {
 	MaxLifetime        string      `json:"max_lifetime"`
 	DefaultMaxLifetime bool        `json:"default_max_lifetime,omitempty"`
 	Active             string      `json:"active"`
+	ActiveSince        string      `json:"active_since,omitempty"`
 	Kids               []string    `json:"kids"`
 	Policy             keys.Policy `json:"policy"`
 	Generation         uint64      `json:"generation"`
@@ -461,6 +644,7 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 		MaxLifetime:        d.EffectiveMaxLifetime().String(),
 		DefaultMaxLifetime: d.MaxLifetime == 0,
 		Active:             d.Transit.Active,
+		ActiveSince:        keys.FormatActiveSince(d.Transit.ActiveSince),
 		Kids:               d.Transit.Kids(),
 		Policy:             d.Policy,
 		Generation:         d.Generation,
@@ -480,6 +664,9 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 		fmt.Fprintf(w, "max lifetime:  %s\n", info.MaxLifetime)
 	}
 	fmt.Fprintf(w, "transit keys:  %s (active %s)\n", strings.Join(info.Kids, ", "), info.Active)
+	if info.ActiveSince != "" {
+		fmt.Fprintf(w, "rotated:       %s (older keys may be retired after %s)\n", info.ActiveSince, d.RetireAfter().Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "pseudonymize:  %s\n", strings.Join(p.Pseudonymize, ", "))
 	fmt.Fprintf(w, "identify:      %s\n", strings.Join(p.Identify, ", "))
 	fmt.Fprintf(w, "owners:        %s\n", strings.Join(p.Owners, ", "))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -93,7 +94,19 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	}
 	fails(t, env, 1, "cannot retire the active transit key", with("transit-key", "retire", "prescriptions_v1", "t2")...)
 	fails(t, env, 1, "unknown key", with("transit-key", "retire", "prescriptions_v1", "t9")...)
+	// t1 may still seal live pseudonyms until max lifetime (36h) + 60 s
+	// after the rotation.
+	fails(t, env, 1, "transit key t1 may still seal live pseudonyms: retire it after", with("transit-key", "retire", "prescriptions_v1", "t1")...)
+	if out := ok(t, env, with("domain", "show", "prescriptions_v1")...); !strings.Contains(out, "rotated:") {
+		t.Fatalf("show after rotation: %s", out)
+	}
+	setClock(t, time.Now().Add(36*time.Hour+time.Minute-5*time.Second))
+	fails(t, env, 1, "retire it after", with("transit-key", "retire", "prescriptions_v1", "t1")...)
+	setClock(t, time.Now().Add(36*time.Hour+time.Minute+5*time.Second))
 	ok(t, env, with("transit-key", "retire", "prescriptions_v1", "t1")...)
+	setClock(t, time.Now())
+	ok(t, env, with("transit-key", "rotate", "other_v1")...)
+	ok(t, env, with("transit-key", "retire", "-force", "other_v1", "t1")...)
 	// A new version gets its own audience: derived from the old one, or
 	// -audience, unique either way.
 	fails(t, env, 1, `domain "prescriptions_v2": audience "urn:other:v1" is also the audience of domain "other_v1"`,
@@ -114,6 +127,38 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	fails(t, env, 1, "already exists", with("owner-key", "create", "recip-e", "prescriptions_v2")...)
 	fails(t, env, 1, "unknown domain", with("domain", "show", "nope")...)
 
+	// Policy and lifetimes change after creation, checked like create.
+	fails(t, env, 2, "give -pseudonymize, -identify, -owners or -convert", with("domain", "set-policy", "x_v1")...)
+	fails(t, env, 1, `domain "x_v1": policy lets "recip-e" identify, but "recip-e" owns domain "prescriptions_v1"`,
+		with("domain", "set-policy", "x_v1", "-identify", "pharmacy,recip-e")...)
+	fails(t, env, 1, `domain "x_v1": owner "pharmacy" may identify in domain "prescriptions_v1"`,
+		with("domain", "set-policy", "x_v1", "-owners", "pharmacy")...)
+	ok(t, env, with("domain", "set-policy", "x_v1", "-pseudonymize", "lab", "-convert", "other_v1=lab")...)
+	out = ok(t, env, with("domain", "show", "x_v1")...)
+	for _, want := range []string{"pseudonymize:  lab\n", "identify:      *\n", "owners:        x-owner\n", "convert to other_v1: lab\n"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("set-policy: no %q in\n%s", want, out)
+		}
+	}
+	fails(t, env, 2, "give a positive -ttl", with("domain", "set-ttl", "x_v1")...)
+	fails(t, env, 1, "shorter than the ttl", with("domain", "set-ttl", "x_v1", "-ttl", "48h")...)
+	if out := ok(t, env, with("domain", "set-ttl", "x_v1", "-ttl", "1h", "-max-lifetime", "48h")...); !strings.Contains(out, "ttl 1h0m0s, max lifetime 48h0m0s") {
+		t.Fatalf("set-ttl: %s", out)
+	}
+	// Deleting wants -yes; the domain is then no longer listed.
+	fails(t, env, 2, "add -yes to confirm", with("domain", "delete", "x_v1")...)
+	ok(t, env, with("domain", "delete", "x_v1", "-yes")...)
+	fails(t, env, 1, "unknown domain", with("domain", "show", "x_v1")...)
+	fails(t, env, 1, "unknown domain", with("domain", "delete", "x_v1", "-yes")...)
+	// Owner keys are rotated and deleted with -yes.
+	fails(t, env, 2, "add -yes to confirm", with("owner-key", "rotate", "recip-e", "prescriptions_v2")...)
+	ok(t, env, with("owner-key", "rotate", "-yes", "recip-e", "prescriptions_v2")...)
+	fails(t, env, 1, "unknown key", with("owner-key", "rotate", "-yes", "nobody", "prescriptions_v2")...)
+	ok(t, env, with("owner-key", "create", "recip-e", "other_v1")...)
+	fails(t, env, 2, "add -yes to confirm", with("owner-key", "delete", "recip-e", "other_v1")...)
+	ok(t, env, with("owner-key", "delete", "recip-e", "other_v1", "-yes")...)
+	fails(t, env, 1, "unknown key", with("owner-key", "delete", "recip-e", "other_v1", "-yes")...)
+
 	out = ok(t, env, with("domain", "show", "prescriptions_v1")...)
 	for _, want := range []string{"audience:      urn:ehealth:pseudo:prescriptions:v1", "ttl:           10m0s", "max lifetime:  36h0m0s\n",
 		"transit keys:  t2 (active t2)", "owners:        recip-e", "convert to prescriptions_v2: recip-e"} {
@@ -130,6 +175,12 @@ func script(t *testing.T, env map[string]string, store ...string) {
 		info.Audience != "urn:ehealth:pseudo:prescriptions:v2" || len(info.Policy.Owners) != 1 {
 		t.Fatalf("show -json: %s", out)
 	}
+}
+
+// setClock sets pseudoctl's clock to t until the test ends.
+func setClock(t *testing.T, at time.Time) {
+	t.Cleanup(func() { now = time.Now })
+	now = func() time.Time { return at }
 }
 
 // assertNoKeys checks that nothing pseudoctl printed holds a key of d.
@@ -221,9 +272,12 @@ func TestVault(t *testing.T) {
 	env := map[string]string{"VAULT_ADDR": srv.Addr, "VAULT_TOKEN": srv.Token(t, "pseudonymizer-admin")}
 	script(t, env)
 
-	// With AppRole and flags only.
-	out := ok(t, nil, "-vault-addr", srv.Addr, "-approle-role-id", roleID, "-approle-secret-id-file", secretFile,
+	// With AppRole and flags only, under pseudonymizer's names and the old
+	// ones; and from the environment.
+	out := ok(t, nil, "-vault-addr", srv.Addr, "-vault-role-id", roleID, "-vault-secret-id-file", secretFile,
 		"-vault-mount", "pseudonymizer", "domain", "show", "prescriptions_v1")
+	ok(t, nil, "-vault-addr", srv.Addr, "-approle-role-id", roleID, "-approle-secret-id-file", secretFile, "domain", "list")
+	ok(t, map[string]string{"VAULT_ADDR": srv.Addr, "VAULT_ROLE_ID": roleID, "VAULT_SECRET_ID_FILE": secretFile}, "domain", "list")
 	s := vault.NewStore(srv.Client(t), "", vault.Service)
 	d, err := s.Domain(context.Background(), "prescriptions_v1")
 	if err != nil {
@@ -242,7 +296,7 @@ func TestVault(t *testing.T) {
 func TestUsage(t *testing.T) {
 	path := "file:" + filepath.Join(t.TempDir(), "keys.json")
 	fails(t, nil, 2, "no command")
-	fails(t, nil, 2, "unknown command", "-store", path, "domain", "delete", "x")
+	fails(t, nil, 2, "unknown command", "-store", path, "domain", "frobnicate", "x")
 	fails(t, nil, 2, "no key store", "domain", "list")
 	fails(t, nil, 2, "-store must be file:<path>", "-store", "/tmp/x", "domain", "list")
 	fails(t, nil, 2, "-audience is required", "-store", path, "domain", "create", "x")
