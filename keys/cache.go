@@ -28,8 +28,9 @@ type CacheOptions struct {
 	// is not asked to list domains: owners, whose policy grants their own
 	// domains only, set it.
 	Domains []string
-	// Logger receives one record per failed poll, and one when the source
-	// is back; slog.Default() when nil.
+	// Logger receives one record per failed poll, one when the source is
+	// back, and one (Info) per domain added, changed or removed (name,
+	// generation, active kid: never key material); slog.Default() when nil.
 	Logger *slog.Logger
 	// RefreshGap is the least time between two reads of one domain by
 	// Refresh (one second when zero), so that a flood of unknown kids
@@ -61,6 +62,9 @@ type Cache struct {
 
 	snap   atomic.Pointer[snapshot]
 	health atomic.Pointer[healthState]
+	// lastGood is when the source last confirmed each served domain's
+	// version (see LastGood); replaced, never modified, under writeMu.
+	lastGood atomic.Pointer[map[string]time.Time]
 
 	// writeMu serializes the writers of snap: the polling loop and Refresh.
 	// It is a channel so that Refresh can stop waiting when its context
@@ -148,6 +152,7 @@ func NewCache(ctx context.Context, src Source, opts *CacheOptions) (*Cache, erro
 		c.log = slog.Default()
 	}
 	c.snap.Store(newSnapshot(map[string]*Domain{}, 0))
+	c.lastGood.Store(&map[string]time.Time{})
 
 	lctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
@@ -184,6 +189,53 @@ func (c *Cache) Domains() []string { return slices.Clone(c.snap.Load().names) }
 func (c *Cache) IsOwner(principal string) bool {
 	s := c.snap.Load()
 	return s.anyOwner || s.owners[principal]
+}
+
+// LastGood returns when the key store last confirmed that the version of
+// domain name the cache serves is the store's current one: the end of the
+// last poll (or Refresh) that read the domain's version or content without
+// error and kept what it read. It is the zero time for a domain that is not
+// served. It stops advancing while the store cannot be read (the whole
+// poll fails) and while the domain's newest version is refused (invalid,
+// or breaking an invariant across domains, so that an older version is
+// served): time.Since(LastGood(name)) is how stale the domain's keys may
+// be. Monitoring exports it (pseudonymizer_keys_last_good_read_age_seconds).
+func (c *Cache) LastGood(name string) time.Time { return (*c.lastGood.Load())[name] }
+
+// markGood records that the source confirmed the served version of each of
+// good at now, and forgets the domains that are no longer served. Under
+// writeMu.
+func (c *Cache) markGood(served map[string]*Domain, good []string, now time.Time) {
+	old := *c.lastGood.Load()
+	next := make(map[string]time.Time, len(served))
+	for name := range served {
+		if t, ok := old[name]; ok {
+			next[name] = t
+		}
+	}
+	for _, name := range good {
+		if _, ok := served[name]; ok {
+			next[name] = now
+		}
+	}
+	c.lastGood.Store(&next)
+}
+
+// logChanges writes one record per domain that was added, changed or
+// removed between two snapshots: its name, generation and active transit
+// key id, never key material.
+func (c *Cache) logChanges(old, next map[string]*Domain, changed []string) {
+	for _, name := range changed {
+		d, ok := next[name]
+		switch _, was := old[name]; {
+		case !ok:
+			c.log.Info("keys: domain removed", "domain", name)
+		case !was:
+			c.log.Info("keys: domain added", "domain", name, "generation", d.Generation, "active_kid", d.Transit.Active)
+		default:
+			c.log.Info("keys: domain changed", "domain", name, "generation", d.Generation, "active_kid", d.Transit.Active)
+		}
+	}
 }
 
 // Generation changes (increases) every time the snapshot changes.
@@ -232,6 +284,7 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 		return nil, fmt.Errorf("%w: source returned domain %q for %q", ErrInvalid, d.Name, name)
 	}
 	if cur, ok := old.domains[name]; ok && cur.Generation == d.Generation {
+		c.markGood(old.domains, []string{name}, time.Now())
 		return cur, nil
 	}
 	next := maps.Clone(old.domains)
@@ -243,6 +296,8 @@ func (c *Cache) Refresh(ctx context.Context, name string) (*Domain, error) {
 		}
 	}
 	c.snap.Store(newSnapshot(next, old.generation+1, old.refused...))
+	c.markGood(next, []string{name}, time.Now())
+	c.logChanges(old.domains, next, []string{name})
 	if c.opts.OnChange != nil {
 		c.opts.OnChange([]string{name})
 	}
@@ -370,6 +425,9 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 	missingOK := len(c.opts.Domains) == 0
 	next := make(map[string]*Domain, len(names))
 	var invalid []error
+	// read are the domains whose version or content was read without
+	// error: their served version is confirmed unless refused below.
+	read := make(map[string]*Domain, len(names))
 	for _, name := range names {
 		d, ok := old.domains[name]
 		if ok {
@@ -389,6 +447,7 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 				return nil, err
 			case v == d.Generation:
 				next[name] = d
+				read[name] = d
 				continue
 			}
 		}
@@ -414,6 +473,7 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 			continue
 		}
 		next[name] = nd
+		read[name] = nd
 	}
 	setErrs, refused := c.keepConsistent(old, next)
 	invalid = append(invalid, setErrs...)
@@ -431,6 +491,14 @@ func (c *Cache) poll(ctx context.Context) (changed []string, err error) {
 	if len(changed) > 0 || !maps.Equal(ns.owners, old.owners) || ns.anyOwner != old.anyOwner {
 		slices.Sort(changed)
 		c.snap.Store(ns)
+		c.logChanges(old.domains, next, changed)
 	}
+	var good []string
+	for name, d := range read {
+		if next[name] == d {
+			good = append(good, name)
+		}
+	}
+	c.markGood(next, good, time.Now())
 	return changed, errors.Join(invalid...)
 }
