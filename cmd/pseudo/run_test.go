@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -132,4 +133,72 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// A large input against a service with a low rate limit completes: the
+// calls refused with RESOURCE_EXHAUSTED are retried after the service's
+// RetryInfo delay. JSON output has one object per input value.
+func TestPseudoRateLimited(t *testing.T) {
+	ctx := context.Background()
+	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.EnsureDemo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := keys.NewCache(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	// 4000 items at 4000/s with a burst of 400: about 1 s, and most
+	// batches are refused at first.
+	s := servertest.Start(t, grpcserver.Config{
+		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: 4000, Burst: 400,
+	}, true)
+	var in strings.Builder
+	for range 4000 {
+		in.WriteString("85073003328\n")
+	}
+	out, errOut, err := pseudo(t, in.String(), "-addr", s.Addr, "-insecure", "-batch", "400", "-o", "json",
+		"pseudonymize", "-domain", keys.DemoDomain)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4000 {
+		t.Fatalf("%d lines of output", len(lines))
+	}
+	for i, l := range lines {
+		var v struct {
+			Line          int
+			Result, Error string
+		}
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v.Line != i+1 || v.Error != "" || v.Result == "" {
+			t.Fatalf("line %d: %q (%v)", i+1, l, err)
+		}
+	}
+}
+
+// -h succeeds on pseudo and on each command; a TLS failure says what to
+// add.
+func TestPseudoHelpAndHints(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"pseudonymize", "-h"}, {"identify", "-h"}, {"convert", "-h"}, {"domain", "-h"}} {
+		out, _, err := pseudo(t, "", args...)
+		if err != nil || exitCode(err, io.Discard) != 0 || !strings.Contains(out, "usage:") {
+			t.Errorf("%v: %v %q", args, err, out)
+		}
+	}
+	o := &options{}
+	if h := tlsHint("transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority", o); !strings.Contains(h, "add -ca") {
+		t.Errorf("unknown authority hint %q", h)
+	}
+	o.insecure = true
+	if h := tlsHint(`connection error: desc = "error reading server preface: EOF"`, o); !strings.Contains(h, "drop -insecure") {
+		t.Errorf("insecure hint %q", h)
+	}
+	if eta(3000, 1000) != "3s" || eta(0, 0) != "0s" || eta(5, 0) != "?" {
+		t.Errorf("eta: %s %s %s", eta(3000, 1000), eta(0, 0), eta(5, 0))
+	}
 }
