@@ -278,6 +278,14 @@ func New(cfg Config) (*Server, error) {
 	if err := reg.Register(newSealMetrics(seals)); err != nil {
 		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
 	}
+	if err := reg.Register(newBuildInfo()); err != nil {
+		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
+	}
+	if fs, ok := cfg.Keys.(FreshnessSource); ok {
+		if err := reg.Register(newFreshnessMetrics(fs)); err != nil {
+			return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
+		}
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

@@ -1,9 +1,13 @@
 package grpcserver
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
@@ -66,5 +70,71 @@ func (m *sealMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.lim, prometheus.GaugeValue, float64(m.seals.Limit()))
 	for _, c := range m.seals.Counts() {
 		ch <- prometheus.MustNewConstMetric(m.count, prometheus.CounterValue, float64(c.Seals), c.Domain, c.Kid)
+	}
+}
+
+// newBuildInfo is the gauge pseudonymizer_build_info, always 1, whose
+// labels say which build runs.
+func newBuildInfo() prometheus.Collector {
+	in := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pseudonymizer_build_info",
+		Help: "Always 1; the labels are the module version, VCS revision and Go version of the running build.",
+		ConstLabels: prometheus.Labels{
+			"version":    in.Version,
+			"revision":   in.Revision,
+			"go_version": in.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
+}
+
+// FreshnessSource is implemented by a [KeySource] that knows when the key
+// store last confirmed each domain it serves (*keys.Cache). The server
+// then exports pseudonymizer_keys_last_good_read_age_seconds.
+type FreshnessSource interface {
+	// Domains lists the served domains.
+	Domains() []string
+	// LastGood is when the store last confirmed the served version of a
+	// domain; the zero time when unknown.
+	LastGood(domain string) time.Time
+}
+
+var _ FreshnessSource = (*keys.Cache)(nil)
+
+// freshnessMetrics exports, per served domain, the age of the last read of
+// the key store that confirmed the domain's keys (keys.Cache.LastGood):
+// it grows by the poll interval and falls back at each good poll, and keeps
+// growing while the store cannot be read or the domain's newest version is
+// refused. Alert when it exceeds a few poll intervals.
+type freshnessMetrics struct {
+	src FreshnessSource
+	age *prometheus.Desc
+	now func() time.Time
+}
+
+func newFreshnessMetrics(src FreshnessSource) *freshnessMetrics {
+	return &freshnessMetrics{
+		src: src,
+		age: prometheus.NewDesc("pseudonymizer_keys_last_good_read_age_seconds",
+			"Seconds since the key store last confirmed the served keys of the domain (a poll or refresh that read it without error and took what it read).",
+			[]string{"domain"}, nil),
+		now: time.Now,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *freshnessMetrics) Describe(ch chan<- *prometheus.Desc) { ch <- m.age }
+
+// Collect implements prometheus.Collector.
+func (m *freshnessMetrics) Collect(ch chan<- prometheus.Metric) {
+	now := m.now()
+	for _, d := range m.src.Domains() {
+		t := m.src.LastGood(d)
+		if t.IsZero() {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(m.age, prometheus.GaugeValue, max(0, now.Sub(t).Seconds()), d)
 	}
 }
