@@ -216,10 +216,21 @@ type (
 			SubPath   string `yaml:"subPath"`
 		} `yaml:"volumeMounts"`
 	}
+	affinityTerm struct {
+		TopologyKey   string        `yaml:"topologyKey"`
+		LabelSelector labelSelector `yaml:"labelSelector"`
+	}
 	deployment struct {
 		Spec struct {
 			Replicas *int          `yaml:"replicas"`
 			Selector labelSelector `yaml:"selector"`
+			Strategy struct {
+				Type          string `yaml:"type"`
+				RollingUpdate struct {
+					MaxSurge       any `yaml:"maxSurge"`
+					MaxUnavailable any `yaml:"maxUnavailable"`
+				} `yaml:"rollingUpdate"`
+			} `yaml:"strategy"`
 			Template struct {
 				Metadata struct {
 					Labels map[string]string `yaml:"labels"`
@@ -230,15 +241,26 @@ type (
 					TerminationGracePeriodSeconds *int   `yaml:"terminationGracePeriodSeconds"`
 					SecurityContext               struct {
 						RunAsNonRoot   *bool `yaml:"runAsNonRoot"`
+						RunAsUser      *int  `yaml:"runAsUser"`
 						SeccompProfile struct {
 							Type string `yaml:"type"`
 						} `yaml:"seccompProfile"`
 					} `yaml:"securityContext"`
 					Affinity struct {
 						PodAntiAffinity struct {
-							Required []any `yaml:"requiredDuringSchedulingIgnoredDuringExecution"`
+							Required  []affinityTerm `yaml:"requiredDuringSchedulingIgnoredDuringExecution"`
+							Preferred []struct {
+								Weight int          `yaml:"weight"`
+								Term   affinityTerm `yaml:"podAffinityTerm"`
+							} `yaml:"preferredDuringSchedulingIgnoredDuringExecution"`
 						} `yaml:"podAntiAffinity"`
 					} `yaml:"affinity"`
+					TopologySpreadConstraints []struct {
+						MaxSkew           int           `yaml:"maxSkew"`
+						TopologyKey       string        `yaml:"topologyKey"`
+						WhenUnsatisfiable string        `yaml:"whenUnsatisfiable"`
+						LabelSelector     labelSelector `yaml:"labelSelector"`
+					} `yaml:"topologySpreadConstraints"`
 					Containers []container `yaml:"containers"`
 					Volumes    []struct {
 						Name      string `yaml:"name"`
@@ -272,9 +294,6 @@ func TestDeployment(t *testing.T) {
 	}
 	if !selects(d.Spec.Selector.MatchLabels, podLabels) {
 		t.Errorf("the selector %v does not select the pod labels %v", d.Spec.Selector.MatchLabels, podLabels)
-	}
-	if len(spec.Affinity.PodAntiAffinity.Required) == 0 {
-		t.Error("no required pod anti-affinity: several replicas may land on one node")
 	}
 	if spec.ServiceAccountName == "" {
 		t.Error("no serviceAccountName")
@@ -644,4 +663,101 @@ func str(l *ast.ObjectList, key string) string {
 		return s
 	}
 	return ""
+}
+
+const hostnameKey = "kubernetes.io/hostname"
+
+// intOrPercent resolves a rolling update's maxSurge or maxUnavailable
+// against the replicas, as Kubernetes does (surge rounds up, unavailable
+// down); def when unset (25%).
+func intOrPercent(t *testing.T, n any, replicas int, roundUp bool) int {
+	t.Helper()
+	v := "25%"
+	if n != nil {
+		v = fmt.Sprint(n)
+	}
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		pct, err := strconv.Atoi(p)
+		if err != nil {
+			t.Fatalf("rolling update value %q", v)
+		}
+		if roundUp {
+			return (pct*replicas + 99) / 100
+		}
+		return pct * replicas / 100
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("rolling update value %q", v)
+	}
+	return i
+}
+
+// TestRolloutProgresses: a rolling update can always make progress, even on
+// a cluster with exactly as many nodes as replicas, and the replicas are
+// still spread over nodes and zones (softly). The deadlock this guards
+// against: required one-replica-per-node anti-affinity with maxUnavailable
+// 0 leaves the surge pod no node to run on, so no old pod is ever removed.
+func TestRolloutProgresses(t *testing.T) {
+	var d deployment
+	find(t, manifests(t), "Deployment", "pseudonymizer").decode(t, &d)
+	spec := d.Spec.Template.Spec
+	podLabels := d.Spec.Template.Metadata.Labels
+	replicas := 1
+	if d.Spec.Replicas != nil {
+		replicas = *d.Spec.Replicas
+	}
+	if d.Spec.Strategy.Type != "" && d.Spec.Strategy.Type != "RollingUpdate" {
+		t.Fatalf("strategy %q; want RollingUpdate", d.Spec.Strategy.Type)
+	}
+	surge := intOrPercent(t, d.Spec.Strategy.RollingUpdate.MaxSurge, replicas, true)
+	unavailable := intOrPercent(t, d.Spec.Strategy.RollingUpdate.MaxUnavailable, replicas, false)
+	if surge < 1 && unavailable < 1 {
+		t.Fatalf("maxSurge %d and maxUnavailable %d: a rollout can neither add nor remove a pod", surge, unavailable)
+	}
+
+	// Hard rules that keep a new pod off a node that runs a replica.
+	hardPerNode := false
+	for _, term := range spec.Affinity.PodAntiAffinity.Required {
+		if term.TopologyKey == hostnameKey && selects(term.LabelSelector.MatchLabels, podLabels) {
+			hardPerNode = true
+		}
+	}
+	for _, c := range spec.TopologySpreadConstraints {
+		if c.TopologyKey == hostnameKey && c.WhenUnsatisfiable != "ScheduleAnyway" && c.MaxSkew < 1 {
+			hardPerNode = true
+		}
+	}
+	// With N nodes for N replicas, a surge pod only fits when no hard rule
+	// keeps it off the nodes; otherwise the rollout must be allowed to
+	// remove an old pod first.
+	if hardPerNode && unavailable < 1 {
+		t.Errorf("required per-node anti-affinity with maxUnavailable %d: on %d nodes the surge pod fits nowhere and the rollout never progresses; use preferred anti-affinity or a ScheduleAnyway topology spread", unavailable, replicas)
+	}
+	if !hardPerNode && surge < 1 && unavailable < 1 {
+		t.Error("no surge and no unavailability: the rollout cannot progress")
+	}
+
+	// Spreading is still asked for, softly, over nodes and zones.
+	for _, key := range []string{hostnameKey, "topology.kubernetes.io/zone"} {
+		spread := false
+		for _, p := range spec.Affinity.PodAntiAffinity.Preferred {
+			if p.Term.TopologyKey == key && p.Weight > 0 && selects(p.Term.LabelSelector.MatchLabels, podLabels) {
+				spread = true
+			}
+		}
+		for _, r := range spec.Affinity.PodAntiAffinity.Required {
+			if r.TopologyKey == key && selects(r.LabelSelector.MatchLabels, podLabels) {
+				spread = true
+			}
+		}
+		for _, c := range spec.TopologySpreadConstraints {
+			if c.TopologyKey == key && c.MaxSkew >= 1 && selects(c.LabelSelector.MatchLabels, podLabels) {
+				spread = true
+			}
+		}
+		if !spread {
+			t.Errorf("replicas are not spread over %s (preferred pod anti-affinity or a topology spread constraint)", key)
+		}
+	}
 }
