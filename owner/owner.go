@@ -228,7 +228,7 @@ func (o *Owner) periodic() {
 	defer cancel()
 	if err := o.fetch(ctx); err != nil {
 		o.log.Warn("owner: refreshing transit keys failed; keeping the current ones",
-			"domain", o.domain, "error", err)
+			"domain", o.domain, "err", err)
 	}
 }
 
@@ -277,7 +277,7 @@ func (o *Owner) refreshFor(ctx context.Context, kid string) bool {
 	}
 	o.lastFetch = time.Now()
 	if err := o.fetch(ctx); err != nil {
-		o.log.Warn("owner: refreshing transit keys failed", "domain", o.domain, "error", err)
+		o.log.Warn("owner: refreshing transit keys failed", "domain", o.domain, "err", err)
 		return false
 	}
 	return o.cur.Load().keys.Has(kid)
