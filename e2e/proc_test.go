@@ -105,13 +105,25 @@ func (p *proc) output() []byte {
 	return append(p.stdout.Bytes(), p.stderr.Bytes()...)
 }
 
+// waitLog waits until the process's stderr (its log) matches re and
+// returns the submatches.
+func (p *proc) waitLog(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
+	return p.wait(t, p.stderr, "log", re, timeout)
+}
+
 // waitOutput waits until the process's stdout matches re and returns the
 // submatches.
 func (p *proc) waitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
+	return p.wait(t, p.stdout, "stdout", re, timeout)
+}
+
+func (p *proc) wait(t testing.TB, out interface{ Bytes() []byte }, what string, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
 	var m []string
-	waitfor.State(t, timeout, fmt.Sprintf("%s to print %q", p.name, re), func() (bool, string) {
-		if m = re.FindStringSubmatch(string(p.stdout.Bytes())); m != nil {
+	waitfor.State(t, timeout, fmt.Sprintf("%s to print %q on its %s", p.name, re, what), func() (bool, string) {
+		if m = re.FindStringSubmatch(string(out.Bytes())); m != nil {
 			return true, ""
 		}
 		select {
@@ -132,9 +144,12 @@ type server struct {
 	metricsAddr string // host:port of /metrics
 }
 
+// The server's addresses, from its structured "serving" log record on
+// stderr (JSON, the default format): outside development mode it prints
+// nothing on stdout.
 var (
-	servingRe = regexp.MustCompile(`serving gRPC on (\S+) `)
-	metricsRe = regexp.MustCompile(`serving metrics on http://(\S+)/metrics`)
+	servingRe = regexp.MustCompile(`"msg":"pseudonymizer: serving","grpc":"([^"]+)"`)
+	metricsRe = regexp.MustCompile(`"msg":"pseudonymizer: serving",.*"metrics":"([^"]+)"`)
 )
 
 // startServer runs the pseudonymizer binary with args (plus a free
@@ -144,8 +159,8 @@ func startServer(t testing.TB, name string, env []string, args ...string) *serve
 	args = append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0"}, args...)
 	p := startProc(t, name, serverBin, env, args...)
 	s := &server{proc: p}
-	s.addr = p.waitOutput(t, servingRe, 60*time.Second)[1]
-	s.metricsAddr = p.waitOutput(t, metricsRe, 10*time.Second)[1]
+	s.addr = p.waitLog(t, servingRe, 60*time.Second)[1]
+	s.metricsAddr = p.waitLog(t, metricsRe, 10*time.Second)[1]
 	return s
 }
 

@@ -133,16 +133,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case c.dev:
 		mode = "TLS, development mode"
 	}
-	log.Info("pseudonymizer: serving", "grpc", lis.Addr().String(), "mode", mode, "keys", storeDesc,
-		"max_batch", c.maxBatch, "rate", c.rate, "burst", c.burst)
-	fmt.Fprintf(stdout, "pseudonymizer: serving gRPC on %s (%s)\n", lis.Addr(), mode)
+	attrs := []any{"grpc", lis.Addr().String(), "mode", mode, "keys", storeDesc,
+		"max_batch", c.maxBatch, "rate", c.rate, "burst", c.burst}
 	if metricsLis != nil {
-		fmt.Fprintf(stdout, "pseudonymizer: serving metrics on http://%s/metrics\n", metricsLis.Addr())
+		attrs = append(attrs, "metrics", metricsLis.Addr().String())
 	}
 	if healthLis != nil {
-		fmt.Fprintf(stdout, "pseudonymizer: serving health probes (plaintext, health only) on %s\n", healthLis.Addr())
+		attrs = append(attrs, "health", healthLis.Addr().String())
 	}
+	log.Info("pseudonymizer: serving", attrs...)
+	// Outside development mode the structured log line above is all:
+	// stdout stays empty (no banner for log collectors to misread).
 	if c.dev {
+		fmt.Fprintf(stdout, "pseudonymizer: serving gRPC on %s (%s)\n", lis.Addr(), mode)
+		if metricsLis != nil {
+			fmt.Fprintf(stdout, "pseudonymizer: serving metrics on http://%s/metrics\n", metricsLis.Addr())
+		}
+		if healthLis != nil {
+			fmt.Fprintf(stdout, "pseudonymizer: serving health probes (plaintext, health only) on %s\n", healthLis.Addr())
+		}
 		printDevHint(stdout, lis.Addr().String(), storeDesc, cache.Domains(), tlsCfg == nil)
 	}
 
