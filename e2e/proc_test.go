@@ -112,13 +112,8 @@ func (p *proc) waitLog(t testing.TB, re *regexp.Regexp, timeout time.Duration) [
 	return p.wait(t, p.stderr, "log", re, timeout)
 }
 
-// waitOutput waits until the process's stdout matches re and returns the
-// submatches.
-func (p *proc) waitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
-	t.Helper()
-	return p.wait(t, p.stdout, "stdout", re, timeout)
-}
-
+// wait waits until out (named what) matches re and returns the
+// submatches; it fails the test if the process exits first.
 func (p *proc) wait(t testing.TB, out interface{ Bytes() []byte }, what string, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
 	var m []string
