@@ -27,7 +27,7 @@ import (
 // chunk) when none is configured.
 const DefaultMaxBatch = 1000
 
-// KeySource is where a the handler reads domains. *keys.Cache implements it.
+// KeySource is where the handler reads domains. *keys.Cache implements it.
 // Implementations must be safe for concurrent use.
 type KeySource interface {
 	// Domain returns the current snapshot of a domain, without I/O (it is
@@ -57,7 +57,7 @@ var (
 	_ Refresher = (*keys.Cache)(nil)
 )
 
-// Server implements pseudonymizerv1.PseudonymizerServer.
+// handler implements pseudonymizerv1.PseudonymizerServer.
 //
 // Authorization, from each domain's keys.Policy, for the principal that the
 // interceptors authenticated (internal/auth); "*" in a list matches every
