@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// cpuMeasured says whether ProcessCPU measures anything on this platform.
+const cpuMeasured = true
+
 // ProcessCPU returns the user and system CPU time of this process, 0 if
 // unknown.
 func ProcessCPU() time.Duration {
