@@ -7,6 +7,7 @@ package servertest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -69,7 +70,14 @@ func (s *Server) serve(t testing.TB, cfg grpcserver.Config, lis net.Listener) *S
 	}
 	s.Server = srv
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				served <- fmt.Errorf("Serve panicked: %T", p)
+			}
+		}()
+		served <- srv.Serve(lis)
+	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

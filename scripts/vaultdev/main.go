@@ -106,7 +106,14 @@ func run() error {
 		return fmt.Errorf("starting Vault: %v", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- vcmd.Wait() }()
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				exited <- fmt.Errorf("waiting for Vault: panic %T", p)
+			}
+		}()
+		exited <- vcmd.Wait()
+	}()
 	defer func() {
 		_ = vcmd.Process.Signal(syscall.SIGTERM)
 		select {
