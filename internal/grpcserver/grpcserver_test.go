@@ -245,7 +245,20 @@ func (j *jwtIssuer) token(t *testing.T, c jwt.Claims) string {
 	return tok
 }
 
-func TestJWT(t *testing.T) {
+// jwtServer is a server on TCP with TLS, optional client certificates of
+// ca, and bearer tokens of iss (issuer https://idp.test.example, audience
+// pseudonymizer).
+type jwtServer struct {
+	srv  *grpcserver.Server
+	addr string
+	ca   *testpki.CA
+	iss  *jwtIssuer
+}
+
+// startJWTServer starts a jwtServer; configure, when not nil, changes its
+// configuration first.
+func startJWTServer(t *testing.T, configure func(*grpcserver.Config)) *jwtServer {
+	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "test CA")
 	certFile, keyFile := testpki.WriteFiles(t, dir, "server", ca.Server(t))
@@ -258,9 +271,23 @@ func TestJWT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := grpcserver.Config{Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{JWT: verifier}), TLS: tlsCfg}
+	if configure != nil {
+		configure(&cfg)
+	}
 	lis := tcpListener(t)
-	start(t, grpcserver.Config{Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{JWT: verifier}), TLS: tlsCfg}, lis)
-	noCert := dial(t, lis.Addr().String(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}))
+	return &jwtServer{srv: start(t, cfg, lis), addr: lis.Addr().String(), ca: ca, iss: iss}
+}
+
+// dialNoCert connects over TLS without a client certificate.
+func (j *jwtServer) dialNoCert(t *testing.T) *grpc.ClientConn {
+	return dial(t, j.addr, credentials.NewTLS(&tls.Config{RootCAs: j.ca.Pool(), MinVersion: tls.VersionTLS12}))
+}
+
+func TestJWT(t *testing.T) {
+	js := startJWTServer(t, nil)
+	ca, iss := js.ca, js.iss
+	noCert := js.dialNoCert(t)
 
 	now := time.Now()
 	valid := jwt.Claims{
@@ -303,7 +330,7 @@ func TestJWT(t *testing.T) {
 	}
 
 	// A client certificate still works when tokens are accepted.
-	withCert := dial(t, lis.Addr().String(), credentials.NewTLS(&tls.Config{
+	withCert := dial(t, js.addr, credentials.NewTLS(&tls.Config{
 		RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, cnPharmacy, "")}, MinVersion: tls.VersionTLS12,
 	}))
 	if ops, err := allowedOps(t, ctxTimeout(t), withCert); err != nil || len(ops) != 2 {

@@ -2,7 +2,6 @@ package grpcserver_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -30,7 +28,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
-	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/transit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -85,25 +82,11 @@ func devCtx(t *testing.T, principal string) context.Context {
 // body been read first, it would be RESOURCE_EXHAUSTED or INVALID_ARGUMENT),
 // and the refusal is audited.
 func TestUnauthenticatedRefusedBeforeBody(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, "test CA")
-	certFile, keyFile := testpki.WriteFiles(t, dir, "server", ca.Server(t))
 	logs := &syncBuffer{}
-	tlsCfg, err := auth.ServerTLSConfig(auth.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: ca.WriteCA(t, dir), OptionalClientCert: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss := newJWTIssuer(t, "k1")
-	verifier, err := auth.NewJWTVerifier(iss.jwks, "iss", "aud")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := tcpListener(t)
-	start(t, grpcserver.Config{
-		Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{JWT: verifier}), TLS: tlsCfg,
-		MaxBatch: 10, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-	}, lis)
-	conn := dial(t, lis.Addr().String(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}))
+	js := startJWTServer(t, func(c *grpcserver.Config) {
+		c.MaxBatch, c.Logger = 10, slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	conn := js.dialNoCert(t)
 	for name, body := range map[string][]byte{
 		"over the size limit": emptyItems(1 << 20),
 		"not protobuf":        {0xff, 0xff, 0xff},
@@ -400,21 +383,8 @@ func waitHealth(t *testing.T, conn *grpc.ClientConn, service, want string) {
 // no credentials but Watch (a stream that could hold a connection open)
 // does; the health-only listener serves Check and refuses Watch.
 func TestHealthWatchNeedsCredentials(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, "test CA")
-	certFile, keyFile := testpki.WriteFiles(t, dir, "server", ca.Server(t))
-	tlsCfg, err := auth.ServerTLSConfig(auth.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: ca.WriteCA(t, dir), OptionalClientCert: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss := newJWTIssuer(t, "k1")
-	verifier, err := auth.NewJWTVerifier(iss.jwks, "iss", "aud")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := tcpListener(t)
-	srv := start(t, grpcserver.Config{Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{JWT: verifier}), TLS: tlsCfg}, lis)
-	conn := dial(t, lis.Addr().String(), credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}))
+	js := startJWTServer(t, nil)
+	srv, conn := js.srv, js.dialNoCert(t)
 	hc := healthpb.NewHealthClient(conn)
 	if _, err := hc.Check(ctxTimeout(t), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("Check without credentials: %v", err)
