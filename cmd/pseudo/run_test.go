@@ -21,6 +21,12 @@ import (
 // startDev runs a dev-mode service (the one `pseudonymizer -dev` runs) on
 // a loopback TCP port with the demo domain.
 func startDev(t *testing.T) (addr string, store *keys.FileStore) {
+	return startDevRate(t, 1e6, 1e6)
+}
+
+// startDevRate is startDev with a rate limit of rate items/s, bursts of
+// burst.
+func startDevRate(t *testing.T, rate float64, burst int) (addr string, store *keys.FileStore) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
@@ -36,7 +42,7 @@ func startDev(t *testing.T) (addr string, store *keys.FileStore) {
 	}
 	t.Cleanup(func() { cache.Close() })
 	s := servertest.Start(t, grpcserver.Config{
-		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: 1e6, Burst: 1e6,
+		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: rate, Burst: burst,
 	}, true)
 	return s.Addr, store
 }
@@ -139,29 +145,14 @@ func must[T any](v T, err error) T {
 // calls refused with RESOURCE_EXHAUSTED are retried after the service's
 // RetryInfo delay. JSON output has one object per input value.
 func TestPseudoRateLimited(t *testing.T) {
-	ctx := context.Background()
-	store, err := keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.EnsureDemo(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cache, err := keys.NewCache(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cache.Close() })
 	// 4000 items at 4000/s with a burst of 400: about 1 s, and most
 	// batches are refused at first.
-	s := servertest.Start(t, grpcserver.Config{
-		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), Rate: 4000, Burst: 400,
-	}, true)
+	addr, _ := startDevRate(t, 4000, 400)
 	var in strings.Builder
 	for range 4000 {
 		in.WriteString("85073003328\n")
 	}
-	out, errOut, err := pseudo(t, in.String(), "-addr", s.Addr, "-insecure", "-batch", "400", "-o", "json",
+	out, errOut, err := pseudo(t, in.String(), "-addr", addr, "-insecure", "-batch", "400", "-o", "json",
 		"pseudonymize", "-domain", keys.DemoDomain)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
