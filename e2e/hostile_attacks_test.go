@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/gtank/ristretto255"
@@ -26,8 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -69,27 +69,6 @@ const (
 	rLifetime      = pb.ErrorReason_ERROR_REASON_LIFETIME_TOO_LONG
 	rExhausted     = pb.ErrorReason_ERROR_REASON_TRANSIT_KEY_EXHAUSTED
 )
-
-// hostileRaw is a request message sent as it is: arbitrary bytes on the
-// wire, which the protobuf marshaller would refuse to produce.
-type hostileRaw []byte
-
-// hostileRawCodec marshals hostileRaw as it is and everything else, and
-// every response, as protobuf.
-type hostileRawCodec struct{}
-
-func (hostileRawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if b, ok := v.(hostileRaw); ok {
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	return encoding.GetCodecV2("proto").Marshal(v)
-}
-
-func (hostileRawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	return encoding.GetCodecV2("proto").Unmarshal(data, v)
-}
-
-func (hostileRawCodec) Name() string { return "proto" }
 
 // callOutcome is the outcome of a failed call.
 func callOutcome(err error) hostileOutcome {
@@ -232,7 +211,7 @@ func (h *hostileEnv) convert(ctx context.Context, t *testing.T, cc *grpc.ClientC
 // outcome is that of the first item (OK for a request without items).
 func rawUnary(ctx context.Context, cc *grpc.ClientConn, body []byte) hostileOutcome {
 	var resp pb.PseudonymizeResponse
-	if err := cc.Invoke(ctx, pseudonymizePath, hostileRaw(body), &resp, grpc.ForceCodecV2(hostileRawCodec{})); err != nil {
+	if err := cc.Invoke(ctx, pseudonymizePath, servertest.RawRequest(body), &resp, grpc.ForceCodecV2(servertest.RawCodec{})); err != nil {
 		return callOutcome(err)
 	}
 	if len(resp.GetResults()) == 0 {
@@ -247,12 +226,12 @@ var identifyStreamDesc = grpc.StreamDesc{StreamName: "IdentifyStream", ServerStr
 // its side unless idle, and reads until the stream ends. The outcome is the
 // stream's status, noting how many responses came first.
 func rawStream(ctx context.Context, cc *grpc.ClientConn, idle bool, msgs ...[]byte) hostileOutcome {
-	cs, err := cc.NewStream(ctx, &identifyStreamDesc, identifyStreamPath, grpc.ForceCodecV2(hostileRawCodec{}))
+	cs, err := cc.NewStream(ctx, &identifyStreamDesc, identifyStreamPath, grpc.ForceCodecV2(servertest.RawCodec{}))
 	if err != nil {
 		return callOutcome(err)
 	}
 	for _, m := range msgs {
-		if err := cs.SendMsg(hostileRaw(m)); err != nil {
+		if err := cs.SendMsg(servertest.RawRequest(m)); err != nil {
 			break // the status comes with RecvMsg
 		}
 	}

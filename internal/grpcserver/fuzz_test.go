@@ -192,7 +192,7 @@ func (fx *fuzzFixture) send(t *testing.T, which uint8, body []byte) {
 	decodable := proto.Unmarshal(body, req) == nil
 	if !m.stream {
 		resp := m.resp()
-		err := fx.conn.Invoke(ctx, full, rawBytes(body), resp, grpc.ForceCodecV2(rawCodec{}))
+		err := fx.conn.Invoke(ctx, full, servertest.RawRequest(body), resp, grpc.ForceCodecV2(servertest.RawCodec{}))
 		checkCallError(t, m.name, err)
 		if err == nil {
 			if !decodable {
@@ -204,13 +204,13 @@ func (fx *fuzzFixture) send(t *testing.T, which uint8, body []byte) {
 		}
 		return
 	}
-	cs, err := fx.conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, full, grpc.ForceCodecV2(rawCodec{}))
+	cs, err := fx.conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, full, grpc.ForceCodecV2(servertest.RawCodec{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same message twice: the second answer must match too.
 	for range 2 {
-		if err := cs.SendMsg(rawBytes(body)); err != nil {
+		if err := cs.SendMsg(servertest.RawRequest(body)); err != nil {
 			break
 		}
 	}

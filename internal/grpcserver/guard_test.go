@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -34,30 +34,11 @@ import (
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 )
 
-// rawBytes is a request sent as it is, to put arbitrary bytes on the wire.
-type rawBytes []byte
-
-// rawCodec marshals rawBytes as they are and everything else as protobuf.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if b, ok := v.(rawBytes); ok {
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	return encoding.GetCodecV2("proto").Marshal(v)
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	return encoding.GetCodecV2("proto").Unmarshal(data, v)
-}
-
-func (rawCodec) Name() string { return "proto" }
-
 const pseudonymizeMethod = "/pseudonymizer.v1.Pseudonymizer/Pseudonymize"
 
 // invokeRaw sends b as the request of a unary method.
 func invokeRaw(ctx context.Context, conn *grpc.ClientConn, method string, b []byte) error {
-	return conn.Invoke(ctx, method, rawBytes(b), &pb.PseudonymizeResponse{}, grpc.ForceCodecV2(rawCodec{}))
+	return conn.Invoke(ctx, method, servertest.RawRequest(b), &pb.PseudonymizeResponse{}, grpc.ForceCodecV2(servertest.RawCodec{}))
 }
 
 // emptyItems encodes a PseudonymizeRequest for domain tls_v1 with n empty
@@ -186,11 +167,11 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	// On a stream.
 	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
-	cs, err := conn.NewStream(devCtx(t, cnPharmacy), desc, "/pseudonymizer.v1.Pseudonymizer/IdentifyStream", grpc.ForceCodecV2(rawCodec{}))
+	cs, err := conn.NewStream(devCtx(t, cnPharmacy), desc, "/pseudonymizer.v1.Pseudonymizer/IdentifyStream", grpc.ForceCodecV2(servertest.RawCodec{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cs.SendMsg(rawBytes{0x0a, 0x05}); err != nil {
+	if err := cs.SendMsg(servertest.RawRequest{0x0a, 0x05}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cs.RecvMsg(&pb.IdentifyStreamResponse{}); reasonOf(err) != "ERROR_REASON_MALFORMED_REQUEST" {

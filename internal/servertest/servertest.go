@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
@@ -73,7 +75,7 @@ func (s *Server) serve(t testing.TB, cfg grpcserver.Config, lis net.Listener) *S
 	go func() {
 		defer func() {
 			if p := recover(); p != nil {
-				served <- fmt.Errorf("Serve panicked: %T", p)
+				served <- fmt.Errorf("servertest: Serve panicked: %T", p)
 			}
 		}()
 		served <- srv.Serve(lis)
@@ -105,3 +107,28 @@ func (s *Server) Dial(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
+
+// RawRequest is a request message sent as it is: arbitrary bytes on the
+// wire, which the protobuf marshaller would refuse to produce. Send it with
+// the call option grpc.ForceCodecV2(RawCodec{}).
+type RawRequest []byte
+
+// RawCodec is a client codec that marshals a RawRequest as it is, and
+// everything else (and every response) as protobuf.
+type RawCodec struct{}
+
+// Marshal implements encoding.CodecV2.
+func (RawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := v.(RawRequest); ok {
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (RawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
+}
+
+// Name implements encoding.CodecV2.
+func (RawCodec) Name() string { return "proto" }
