@@ -279,9 +279,9 @@ export abstract class ServiceError extends PseudonymizerError {
   /** The ErrorInfo metadata, e.g. max_batch_size or max_lifetime_seconds. */
   readonly metadata: Readonly<Record<string, string>>;
 
-  constructor(s: StatusInfo, message: string, options?: { cause?: unknown }) {
+  constructor(s: StatusInfo, message: string, options?: { cause?: unknown; match?: boolean }) {
     const code = s.code === Code.OK ? Code.UNKNOWN : s.code;
-    super(matchStatus(code, s.reason, s.message), message, options);
+    super(options?.match === false ? undefined : matchStatus(code, s.reason, s.message), message, options);
     this.code = code;
     this.reason = s.reason;
     this.statusMessage = s.message;
@@ -301,7 +301,8 @@ export class ItemError extends ServiceError {
 /**
  * CallError is the failure of a whole call: a status from the service, or
  * one made from the HTTP status or the network failure (UNAVAILABLE) when
- * there was no status to read.
+ * there was no status to read. Its kind is set only for a status that
+ * carries an ErrorInfo (one from the service); tell the others by code.
  */
 export class CallError extends ServiceError {
   override name = 'CallError';
@@ -313,7 +314,10 @@ export class CallError extends ServiceError {
   constructor(s: StatusInfo, httpStatus: number, options?: { cause?: unknown }) {
     const code = s.code === Code.OK ? Code.UNKNOWN : s.code;
     const what = s.reason && s.reason !== UNSPECIFIED ? ` (${s.reason})` : '';
-    super(s, `pseudonymizer: call failed: ${codeName(code)}${what}: ${s.message}`, options);
+    // Only a status of the service (it carries an ErrorInfo) names one of
+    // the protocol's errors; one made here from a network failure or a bare
+    // HTTP status (a proxy's) has only its code.
+    super(s, `pseudonymizer: call failed: ${codeName(code)}${what}: ${s.message}`, { ...options, match: s.reason !== '' });
     this.httpStatus = httpStatus;
     this.retryDelayMs = s.retryDelayMs;
   }
