@@ -54,6 +54,9 @@ type Server struct {
 	listen string
 	dir    string
 	tls    bool
+	// pluginDir is the server's plugin directory (-dev-plugin-dir), ""
+	// for none; see WithPluginDir.
+	pluginDir string
 	// config is the server's configuration file for a node of a Cluster
 	// (not dev mode), and cluster that cluster.
 	config  string
@@ -251,6 +254,12 @@ func (s *Server) start() error {
 	}
 	if s.config != "" {
 		args = []string{"server", "-config=" + s.config, "-log-level=warn"}
+	}
+	if s.pluginDir != "" && s.config == "" {
+		if err := os.MkdirAll(s.pluginDir, 0o700); err != nil {
+			return err
+		}
+		args = append(args, "-dev-plugin-dir="+s.pluginDir)
 	}
 	if s.tls {
 		certDir := filepath.Join(s.dir, "tls")

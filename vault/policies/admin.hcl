@@ -48,3 +48,40 @@ path "pseudonymizer/destroy/owners/+/+/k2" {
 path "pseudonymizer/metadata/owners/+/+/k2" {
   capabilities = ["read", "delete"]
 }
+
+# Split domains. The service's share k₁ (with its generation) when kept in
+# KV: administrators write it when creating or splitting a domain and
+# read it to refresh the shares (k₁ alone computes nothing: the other share
+# is in the plugin, which only the service may use); a refresh destroys the
+# older versions.
+path "pseudonymizer/data/domains/+/share" {
+  capabilities = ["create", "read", "update"]
+}
+
+path "pseudonymizer/destroy/domains/+/share" {
+  capabilities = ["update"]
+}
+
+# The plugin that holds the other share k₂ (package keyshare): create a split
+# domain (k₂ drawn there), split a domain's k once, refresh the shares,
+# read the metadata (generations), destroy a domain's shares, list, and set
+# the limits. No endpoint returns k₂; multiply is the service's alone.
+path "pseudonymizer-shares/domains/+" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+
+path "pseudonymizer-shares/domains/+/split" {
+  capabilities = ["update"]
+}
+
+path "pseudonymizer-shares/domains/+/refresh" {
+  capabilities = ["update"]
+}
+
+path "pseudonymizer-shares/domains/" {
+  capabilities = ["list"]
+}
+
+path "pseudonymizer-shares/config" {
+  capabilities = ["read", "update"]
+}

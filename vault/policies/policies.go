@@ -27,6 +27,13 @@ var Service string
 //go:embed admin.hcl
 var Admin string
 
+// Migrate is the policy of the one-time migration of domains to split
+// mode (pseudoctl domain split), given with Admin: read a domain's whole
+// scalar k, once, to hand it to the plugin.
+//
+//go:embed migrate.hcl
+var Migrate string
+
 //go:embed owner.hcl.tmpl
 var ownerTemplate string
 

@@ -27,3 +27,22 @@ path "pseudonymizer/metadata/domains/*" {
 path "pseudonymizer/metadata/domains" {
   capabilities = ["list"]
 }
+
+# Split domains (mode "split" in meta): the service's share k₁ and its
+# generation, when kept in KV (it may instead be in a file of the service's,
+# see keys/vault).
+path "pseudonymizer/data/domains/+/share" {
+  capabilities = ["read"]
+}
+
+# The plugin that holds the other share k₂ (mounted at
+# "pseudonymizer-shares/", package keyshare): multiply points, and read a
+# domain's metadata (generations; never k₂) to check that the plugin has the
+# generation of the service's k₁ and answers (health).
+path "pseudonymizer-shares/multiply" {
+  capabilities = ["update"]
+}
+
+path "pseudonymizer-shares/domains/+" {
+  capabilities = ["read"]
+}

@@ -1,0 +1,28 @@
+// Command pseudonymizer-vault-plugin is the Vault secrets engine that holds
+// the second share k₂ of split pseudonymization domain keys (package
+// keyshare). Vault starts it from its plugin directory once it is
+// registered:
+//
+//	cp pseudonymizer-vault-plugin /etc/vault/plugins/
+//	vault plugin register -sha256=$(sha256sum /etc/vault/plugins/pseudonymizer-vault-plugin | cut -d' ' -f1) \
+//	    secret pseudonymizer-vault-plugin
+//	vault secrets enable -path=pseudonymizer-shares pseudonymizer-vault-plugin
+//
+// It is not meant to be run by hand.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/vault/sdk/plugin"
+
+	"github.com/ehealth-pseudo/pseudonymizer/keyshare"
+)
+
+func main() {
+	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: keyshare.Factory}); err != nil {
+		fmt.Fprintln(os.Stderr, "pseudonymizer-vault-plugin:", err)
+		os.Exit(1)
+	}
+}
