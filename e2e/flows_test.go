@@ -56,9 +56,10 @@ func TestFlows(t *testing.T) {
 	serverArgs := append(pk.serverTLSArgs(),
 		"-vault-addr", ve.v.Addr, "-vault-role-id", roleID, "-vault-secret-id-file", secretIDFile,
 		"-poll-interval", "1s", "-health-interval", "250ms", "-log-level", "debug",
-		"-rate", "100000", "-burst", "100000", "-shutdown-timeout", "5s")
+		"-rate", "100000", "-burst", "100000", "-shutdown-timeout", "5s", "-rest-listen", "127.0.0.1:0")
 	loginTime := time.Now()
 	srv := startServer(t, "pseudonymizer", cleanEnv(), serverArgs...)
+	restAddr := srv.waitLog(t, restRe, 10*time.Second)[1]
 
 	rec := &recorder{}
 	sec := newSecrets()
@@ -99,6 +100,10 @@ func TestFlows(t *testing.T) {
 		t.Run("VaultPolicies", func(t *testing.T) {
 			t.Parallel()
 			testVaultPolicies(t, ve)
+		})
+		t.Run("REST", func(t *testing.T) {
+			t.Parallel()
+			testREST(t, w, pk, restAddr)
 		})
 		t.Run("TransitKeyRotation", func(t *testing.T) {
 			t.Parallel()

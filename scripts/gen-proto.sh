@@ -3,6 +3,8 @@
 #
 #	proto/pseudonymizer/v1/pseudonymizer.pb.go       (protoc-gen-go)
 #	proto/pseudonymizer/v1/pseudonymizer_grpc.pb.go  (protoc-gen-go-grpc)
+#	proto/pseudonymizer/v1/pseudonymizer.pb.gw.go    (protoc-gen-grpc-gateway)
+#	proto/pseudonymizer/v1/pseudonymizer.swagger.json (protoc-gen-openapiv2)
 #
 # It needs only Go. buf, protoc-gen-go and protoc-gen-go-grpc are built with
 # `go install` at the pinned versions below into .cache/bin/ of the checkout
@@ -23,6 +25,8 @@ set -euo pipefail
 BUF_VERSION="${BUF_VERSION:-v1.73.0}"
 PROTOC_GEN_GO_VERSION="${PROTOC_GEN_GO_VERSION:-v1.36.12}"
 PROTOC_GEN_GO_GRPC_VERSION="${PROTOC_GEN_GO_GRPC_VERSION:-v1.6.2}"
+# Keep equal to github.com/grpc-ecosystem/grpc-gateway/v2 in go.mod (runtime).
+GRPC_GATEWAY_VERSION="${GRPC_GATEWAY_VERSION:-v2.33.0}"
 
 top="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$top/.cache/bin"
@@ -46,6 +50,8 @@ tool() {
 tool buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
 tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
 tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
+tool protoc-gen-grpc-gateway github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway "$GRPC_GATEWAY_VERSION"
+tool protoc-gen-openapiv2 github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2 "$GRPC_GATEWAY_VERSION"
 
 # buf.gen.yaml names the plugins as `local:` commands; the pinned ones come first.
 export PATH="$bin:$PATH"
@@ -56,4 +62,4 @@ if [ "${1:-}" = "--lint" ]; then
 	exit 0
 fi
 buf generate
-echo "gen-proto: generated proto/pseudonymizer/v1/*.pb.go" >&2
+echo "gen-proto: generated proto/pseudonymizer/v1/*.pb.go, *.pb.gw.go, *.swagger.json" >&2

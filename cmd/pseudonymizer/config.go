@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,6 +40,8 @@ type config struct {
 	listen        string
 	metricsListen string
 	healthListen  string
+	restListen    string
+	restOrigins   string
 
 	tlsCert, tlsKey, tlsClientCA string
 
@@ -87,6 +90,8 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 
 	fs.StringVar(&c.listen, "listen", "", "gRPC listen `host:port` (default "+defaultDevListen+" with -dev, "+defaultListen+" otherwise)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9090", "`host:port` of the HTTP /metrics endpoint; empty disables it")
+	fs.StringVar(&c.restListen, "rest-listen", "", "`host:port` of the REST/JSON gateway (/pseudo/v1/..., same TLS and authentication as gRPC); empty disables it")
+	fs.StringVar(&c.restOrigins, "rest-cors-origins", "", "comma-separated browser `origins` (scheme://host[:port]) allowed to call the REST/JSON gateway; others are refused")
 	fs.StringVar(&c.healthListen, "health-listen", "", "`host:port` of a plaintext listener serving only grpc.health.v1.Health, for probes that cannot do mTLS (kubelet); empty disables it")
 
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` of the server certificate (chain)")
@@ -189,6 +194,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	return c, nil
 }
 
+// origins returns the -rest-cors-origins list.
+func (c *config) origins() []string {
+	var out []string
+	for o := range strings.SplitSeq(c.restOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // lookup reads an environment variable; an empty one counts as unset.
 func lookup(getenv func(string) string, name string) (string, bool) {
 	v := getenv(name)
@@ -264,7 +280,7 @@ func (c *config) check(getenv func(string) string) error {
 		// Development mode is loopback-only, whatever else is set: with or
 		// without TLS, the dev principal header must not be reachable from
 		// another machine. Every listener is checked.
-		for _, l := range []struct{ flag, addr string }{{"-listen", c.listen}, {"-health-listen", c.healthListen}, {"-metrics-listen", c.metricsListen}} {
+		for _, l := range []struct{ flag, addr string }{{"-listen", c.listen}, {"-health-listen", c.healthListen}, {"-metrics-listen", c.metricsListen}, {"-rest-listen", c.restListen}} {
 			if l.addr == "" {
 				continue
 			}
@@ -281,6 +297,14 @@ func (c *config) check(getenv func(string) string) error {
 	}
 	if c.maxBatch < 1 {
 		return usagef("-max-batch must be at least 1")
+	}
+	if c.restOrigins != "" && c.restListen == "" {
+		return usagef("-rest-cors-origins needs -rest-listen")
+	}
+	for _, o := range c.origins() {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return usagef("-rest-cors-origins: %q is not an origin (scheme://host[:port], no path)", o)
+		}
 	}
 	if c.maxMsgSize == 0 {
 		c.maxMsgSize = grpcserver.MaxRecvMsgSizeFor(c.maxBatch)

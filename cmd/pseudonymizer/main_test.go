@@ -129,9 +129,20 @@ func TestDevLoopbackOnly(t *testing.T) {
 		"127.0.0.1:1": true, "[::1]:1": true, "localhost:1": true, "127.9.9.9:1": true,
 		"0.0.0.0:1": false, ":1": false, "[::]:1": false, "10.0.0.1:1": false, "192.168.0.1:1": false, "8.8.8.8:1": false, "example.org:1": false,
 	}
+	// Every listener flag, found by name, so that a new listener is covered
+	// without editing this test.
+	var listeners []string
+	(&config{}).flags(io.Discard).VisitAll(func(f *flag.Flag) {
+		if f.Name == "listen" || strings.HasSuffix(f.Name, "-listen") {
+			listeners = append(listeners, "-"+f.Name)
+		}
+	})
+	if len(listeners) < 4 {
+		t.Fatalf("listener flags %v: want -listen, -health-listen, -metrics-listen, -rest-listen at least", listeners)
+	}
 	n := 0
 	for _, tr := range transports {
-		for _, flagName := range []string{"-listen", "-health-listen", "-metrics-listen"} {
+		for _, flagName := range listeners {
 			for addr, ok := range addrs {
 				args := append([]string{"-dev", flagName, addr}, tr...)
 				c, err := parseConfig(args, env(nil), io.Discard)
@@ -145,7 +156,7 @@ func TestDevLoopbackOnly(t *testing.T) {
 			}
 		}
 	}
-	if n != len(transports)*3*len(addrs) {
+	if n != len(transports)*len(listeners)*len(addrs) {
 		t.Fatalf("%d combinations", n)
 	}
 }

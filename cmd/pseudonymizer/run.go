@@ -70,52 +70,71 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxPrincipals:        c.maxPrincipals,
 		HealthInterval:       c.healthInterval,
 		Logger:               log,
+		REST:                 restConfig(c),
 	})
 	if err != nil {
 		return err
 	}
 
-	lis, err := net.Listen("tcp", c.listen)
+	// The listeners: gRPC, then the optional ones. If one cannot be
+	// opened, those already open are closed.
+	var opened []net.Listener
+	listen := func(what, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range opened {
+				_ = o.Close()
+			}
+			_ = srv.Shutdown(ctx)
+			return nil, fmt.Errorf("listening for %s: %v", what, err)
+		}
+		opened = append(opened, l)
+		return l, nil
+	}
+	lis, err := listen("gRPC", c.listen)
 	if err != nil {
-		_ = srv.Shutdown(ctx)
-		return fmt.Errorf("listening for gRPC: %v", err)
+		return err
 	}
 	// Connections beyond the limit wait in the kernel's backlog until one
 	// closes: a flood of connections cannot exhaust the process.
 	lis = netutil.LimitListener(lis, c.maxConns)
 	var metrics *http.Server
-	var metricsLis net.Listener
+	var metricsLis, healthLis, restLis net.Listener
 	if c.metricsListen != "" {
-		if metricsLis, err = net.Listen("tcp", c.metricsListen); err != nil {
-			_ = lis.Close()
-			_ = srv.Shutdown(ctx)
-			return fmt.Errorf("listening for metrics: %v", err)
+		if metricsLis, err = listen("metrics", c.metricsListen); err != nil {
+			return err
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.MetricsHandler())
 		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
-
-	var healthLis net.Listener
 	if c.healthListen != "" {
-		if healthLis, err = net.Listen("tcp", c.healthListen); err != nil {
-			_ = lis.Close()
-			if metricsLis != nil {
-				_ = metricsLis.Close()
-			}
-			_ = srv.Shutdown(ctx)
-			return fmt.Errorf("listening for health probes: %v", err)
+		if healthLis, err = listen("health probes", c.healthListen); err != nil {
+			return err
 		}
 		// Probes need few connections; nobody may hold many.
 		healthLis = netutil.LimitListener(healthLis, 64)
 	}
+	if c.restListen != "" {
+		if restLis, err = listen("REST/JSON", c.restListen); err != nil {
+			return err
+		}
+		restLis = netutil.LimitListener(restLis, c.maxConns)
+	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- srv.Serve(lis) }()
 	if healthLis != nil {
 		go func() {
 			if err := srv.ServeHealth(healthLis); err != nil {
 				errc <- fmt.Errorf("health server: %v", err)
+			}
+		}()
+	}
+	if restLis != nil {
+		go func() {
+			if err := srv.ServeREST(restLis); err != nil {
+				errc <- fmt.Errorf("REST/JSON server: %v", err)
 			}
 		}()
 	}
@@ -141,6 +160,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if healthLis != nil {
 		attrs = append(attrs, "health", healthLis.Addr().String())
 	}
+	if restLis != nil {
+		attrs = append(attrs, "rest", restLis.Addr().String())
+	}
 	log.Info("pseudonymizer: serving", attrs...)
 	// Outside development mode the structured log line above is all:
 	// stdout stays empty (no banner for log collectors to misread).
@@ -151,6 +173,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		if healthLis != nil {
 			fmt.Fprintf(stdout, "pseudonymizer: serving health probes (plaintext, health only) on %s\n", healthLis.Addr())
+		}
+		if restLis != nil {
+			scheme := "https"
+			if tlsCfg == nil {
+				scheme = "http"
+			}
+			fmt.Fprintf(stdout, "pseudonymizer: serving REST/JSON on %s://%s/pseudo/v1/ (OpenAPI: /pseudo/v1/openapi.json)\n", scheme, restLis.Addr())
 		}
 		printDevHint(stdout, lis.Addr().String(), storeDesc, cache.Domains(), tlsCfg == nil)
 	}
@@ -172,6 +201,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("pseudonymizer: stopped")
 	return serveErr
+}
+
+// restConfig is the gateway's configuration, nil without -rest-listen.
+func restConfig(c *config) *grpcserver.RESTConfig {
+	if c.restListen == "" {
+		return nil
+	}
+	return &grpcserver.RESTConfig{AllowedOrigins: c.origins()}
 }
 
 func newLogger(c *config, stderr io.Writer) (*slog.Logger, error) {

@@ -99,6 +99,24 @@ func (r *Record) AddItemError(reason string) {
 	r.itemErrors[reason]++
 }
 
+// Snapshot returns what the handler recorded so far, as a Summary whose
+// Method, Code, Reason and Duration are left zero: the Logger fills them
+// in when the call ends, and tracing (internal/grpcserver) reads the rest
+// to annotate the call's span. It is the zero Summary on a nil *Record.
+func (r *Record) Snapshot() Summary {
+	if r == nil {
+		return Summary{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Summary{
+		Principal:  r.principal,
+		Domains:    append([]string{}, r.domains...),
+		Items:      r.items,
+		ItemErrors: maps.Clone(r.itemErrors),
+	}
+}
+
 // Summary is a finished call, as given to the [Logger]'s observers.
 type Summary struct {
 	// Method is the full gRPC method name, e.g.
@@ -182,18 +200,9 @@ func (s *stream) Context() context.Context { return s.ctx }
 
 func (l *Logger) finish(ctx context.Context, method string, r *Record, start time.Time, err error) {
 	st := status.Convert(err)
-	r.mu.Lock()
-	s := &Summary{
-		Method:     method,
-		Principal:  r.principal,
-		Domains:    append([]string{}, r.domains...),
-		Items:      r.items,
-		ItemErrors: maps.Clone(r.itemErrors),
-		Code:       st.Code(),
-		Reason:     rpcstatus.ReasonOf(st),
-		Duration:   l.now().Sub(start),
-	}
-	r.mu.Unlock()
+	sum := r.Snapshot()
+	s := &sum
+	s.Method, s.Code, s.Reason, s.Duration = method, st.Code(), rpcstatus.ReasonOf(st), l.now().Sub(start)
 
 	level := slog.LevelInfo
 	switch s.Code {
@@ -238,9 +247,11 @@ func (l *Logger) finish(ctx context.Context, method string, r *Record, start tim
 	}
 }
 
-// Refused writes the record of a call refused before any interceptor ran
-// (authentication in the transport's tap, before the request body is read):
-// no principal, no domain, no item, only the method and the status.
-func (l *Logger) Refused(ctx context.Context, method string, err error) {
-	l.finish(ctx, method, &Record{}, l.now(), err)
+// Refused writes the record of a call refused before it reached the
+// interceptors: by the REST/JSON gateway, which authenticates before it
+// reads the body, and rejects bodies that are not JSON requests of the
+// method. principal is "" when authentication failed. No domain, no item:
+// only the method, the principal and the status.
+func (l *Logger) Refused(ctx context.Context, method, principal string, err error) {
+	l.finish(ctx, method, &Record{principal: principal}, l.now(), err)
 }

@@ -102,6 +102,9 @@ func New(cfg Config) *Authenticator {
 // Dev reports whether the authenticator accepts development-mode calls.
 func (a *Authenticator) Dev() bool { return a.dev }
 
+// Bearer reports whether the authenticator verifies bearer tokens.
+func (a *Authenticator) Bearer() bool { return a.jwt != nil }
+
 // unauthenticated is the status error of every failed authentication.
 func unauthenticated() error {
 	return rpcstatus.Error(codes.Unauthenticated, pb.ErrorReason_ERROR_REASON_UNSPECIFIED,

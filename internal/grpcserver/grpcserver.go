@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +133,9 @@ type Config struct {
 	// Registry receives the metrics; a new registry (with the Go and
 	// process collectors) when nil.
 	Registry *prometheus.Registry
+	// REST enables the REST/JSON gateway (rest.go), served by ServeREST;
+	// nil disables it.
+	REST *RESTConfig
 }
 
 // Server is the gRPC server of the pseudonymizer, with its health service
@@ -145,6 +149,14 @@ type Server struct {
 	reg        *prometheus.Registry
 	keys       KeySource
 	log        *slog.Logger
+	// rest is the REST/JSON gateway, nil when disabled; tls and
+	// maxStreams configure its listener.
+	rest       *gateway
+	tls        *tls.Config
+	maxStreams uint32
+
+	mu     sync.Mutex
+	closed bool // Shutdown has begun: ServeREST serves nothing
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -213,24 +225,9 @@ func New(cfg Config) (*Server, error) {
 	})
 	dec := &decoder{maxBatch: cfg.MaxBatch}
 
-	unary := []grpc.UnaryServerInterceptor{
-		srvMetrics.UnaryServerInterceptor(),
-		selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
-		recovery.UnaryServerInterceptor(onPanic),
-		selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authenticate(cfg.Auth)), notHealthCheck),
-		selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
-	}
-	stream := []grpc.StreamServerInterceptor{
-		srvMetrics.StreamServerInterceptor(),
-		selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
-		recovery.StreamServerInterceptor(onPanic),
-		selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authenticate(cfg.Auth)), notHealthCheck),
-		selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
-			logPanic(context.Background(), rp)
-		}), ours),
-	}
+	var lim *ratelimit.Limiter
 	if cfg.Rate > 0 {
-		lim := ratelimit.New(ratelimit.Config{
+		lim = ratelimit.New(ratelimit.Config{
 			Rate:    cfg.Rate,
 			Burst:   cfg.Burst,
 			MaxKeys: cfg.MaxPrincipals,
@@ -240,13 +237,40 @@ func New(cfg Config) (*Server, error) {
 			},
 			Cost: Items,
 		})
-		unary = append(unary, lim.UnaryServerInterceptor())
-		stream = append(stream, lim.StreamServerInterceptor())
 	}
+	// chain builds the interceptor chain around an authentication step:
+	// the gRPC listener authenticates the call's credentials, the REST/JSON
+	// gateway's in-process server takes the principal the gateway
+	// authenticated (rest.go). Everything else is the same instances:
+	// metrics, audit, recovery, decoding limits, one rate limiter.
+	chain := func(authn mwauth.AuthFunc) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+		unary := []grpc.UnaryServerInterceptor{
+			srvMetrics.UnaryServerInterceptor(),
+			selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
+			recovery.UnaryServerInterceptor(onPanic),
+			selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authn), notHealthCheck),
+			selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
+		}
+		stream := []grpc.StreamServerInterceptor{
+			srvMetrics.StreamServerInterceptor(),
+			selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
+			recovery.StreamServerInterceptor(onPanic),
+			selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authn), notHealthCheck),
+			selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
+				logPanic(context.Background(), rp)
+			}), ours),
+		}
+		if lim != nil {
+			unary = append(unary, lim.UnaryServerInterceptor())
+			stream = append(stream, lim.StreamServerInterceptor())
+		}
+		return unary, stream
+	}
+	unary, stream := chain(authenticate(cfg.Auth))
+	// opts are the options of both the gRPC listener's server and the
+	// gateway's in-process one.
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
@@ -265,10 +289,11 @@ func New(cfg Config) (*Server, error) {
 			PermitWithoutStream: true,
 		}),
 	}
+	gsOpts := append(slices.Clip(opts), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+		gsOpts = append(gsOpts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	gs := grpc.NewServer(opts...)
+	gs := grpc.NewServer(gsOpts...)
 	seals := pseudonymizer.NewSealLimiter(cfg.MaxSealsPerKey, func(domain, kid string, limit uint64) {
 		log.Warn("grpcserver: a transit key has sealed half of its limit: rotate it (pseudoctl transit-key rotate)",
 			"domain", domain, "kid", kid, "limit", limit)
@@ -303,7 +328,18 @@ func New(cfg Config) (*Server, error) {
 
 	s := &Server{
 		grpc: gs, health: hs, healthOnly: ho, reg: reg, keys: cfg.Keys, log: log,
+		tls: cfg.TLS, maxStreams: cfg.MaxConcurrentStreams,
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if cfg.REST != nil {
+		gwUnary, gwStream := chain(gatewayPrincipal)
+		inproc := grpc.NewServer(append(slices.Clip(opts), grpc.ChainUnaryInterceptor(gwUnary...), grpc.ChainStreamInterceptor(gwStream...))...)
+		inproc.RegisterService(deferDecoding(pb.Pseudonymizer_ServiceDesc), handler)
+		var err error
+		s.rest, err = newGateway(*cfg.REST, cfg.Auth, cfg.Auth.Bearer(), auditor, log, inproc, cfg.MaxRecvMsgSize, cfg.MaxBatch)
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.updateHealth()
 	go s.watchHealth(cfg.HealthInterval)
@@ -403,6 +439,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	<-s.done
 	s.health.Shutdown()
 	defer s.healthOnly.Stop()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	if s.rest != nil {
+		// REST calls in flight finish through the in-process server,
+		// alongside the gRPC calls.
+		restStopped := make(chan struct{})
+		go func() {
+			defer close(restStopped)
+			defer func() { _ = recover() }()
+			s.mu.Lock()
+			srv := s.rest.http
+			s.mu.Unlock()
+			s.rest.shutdown(ctx, srv)
+		}()
+		defer func() { <-restStopped }()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

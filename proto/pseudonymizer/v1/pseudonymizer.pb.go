@@ -7,6 +7,7 @@
 package pseudonymizerv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1526,7 +1527,7 @@ var File_pseudonymizer_v1_pseudonymizer_proto protoreflect.FileDescriptor
 
 const file_pseudonymizer_v1_pseudonymizer_proto_rawDesc = "" +
 	"\n" +
-	"$pseudonymizer/v1/pseudonymizer.proto\x12\x10pseudonymizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\"g\n" +
+	"$pseudonymizer/v1/pseudonymizer.proto\x12\x10pseudonymizer.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\"g\n" +
 	"\x13PseudonymizeRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x128\n" +
 	"\x05items\x18\x02 \x03(\v2\".pseudonymizer.v1.PseudonymizeItemR\x05items\"<\n" +
@@ -1618,15 +1619,15 @@ const file_pseudonymizer_v1_pseudonymizer_proto_rawDesc = "" +
 	"\x19ERROR_REASON_RATE_LIMITED\x10\f\x12\"\n" +
 	"\x1eERROR_REASON_MALFORMED_REQUEST\x10\r\x12\"\n" +
 	"\x1eERROR_REASON_LIFETIME_TOO_LONG\x10\x0e\x12&\n" +
-	"\"ERROR_REASON_TRANSIT_KEY_EXHAUSTED\x10\x0f2\xb7\x05\n" +
-	"\rPseudonymizer\x12]\n" +
-	"\fPseudonymize\x12%.pseudonymizer.v1.PseudonymizeRequest\x1a&.pseudonymizer.v1.PseudonymizeResponse\x12Q\n" +
-	"\bIdentify\x12!.pseudonymizer.v1.IdentifyRequest\x1a\".pseudonymizer.v1.IdentifyResponse\x12T\n" +
-	"\tConvertTo\x12\".pseudonymizer.v1.ConvertToRequest\x1a#.pseudonymizer.v1.ConvertToResponse\x12s\n" +
+	"\"ERROR_REASON_TRANSIT_KEY_EXHAUSTED\x10\x0f2\x86\a\n" +
+	"\rPseudonymizer\x12\x92\x01\n" +
+	"\fPseudonymize\x12%.pseudonymizer.v1.PseudonymizeRequest\x1a&.pseudonymizer.v1.PseudonymizeResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/pseudo/v1/domains/{domain}/pseudonymize\x12\x82\x01\n" +
+	"\bIdentify\x12!.pseudonymizer.v1.IdentifyRequest\x1a\".pseudonymizer.v1.IdentifyResponse\"/\x82\xd3\xe4\x93\x02):\x01*\"$/pseudo/v1/domains/{domain}/identify\x12\x97\x01\n" +
+	"\tConvertTo\x12\".pseudonymizer.v1.ConvertToRequest\x1a#.pseudonymizer.v1.ConvertToResponse\"A\x82\xd3\xe4\x93\x02;:\x01*\"6/pseudo/v1/domains/{from_domain}/convertTo/{to_domain}\x12s\n" +
 	"\x12PseudonymizeStream\x12+.pseudonymizer.v1.PseudonymizeStreamRequest\x1a,.pseudonymizer.v1.PseudonymizeStreamResponse(\x010\x01\x12g\n" +
 	"\x0eIdentifyStream\x12'.pseudonymizer.v1.IdentifyStreamRequest\x1a(.pseudonymizer.v1.IdentifyStreamResponse(\x010\x01\x12j\n" +
-	"\x0fConvertToStream\x12(.pseudonymizer.v1.ConvertToStreamRequest\x1a).pseudonymizer.v1.ConvertToStreamResponse(\x010\x01\x12T\n" +
-	"\tGetDomain\x12\".pseudonymizer.v1.GetDomainRequest\x1a#.pseudonymizer.v1.GetDomainResponseBPZNgithub.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1;pseudonymizerv1b\x06proto3"
+	"\x0fConvertToStream\x12(.pseudonymizer.v1.ConvertToStreamRequest\x1a).pseudonymizer.v1.ConvertToStreamResponse(\x010\x01\x12w\n" +
+	"\tGetDomain\x12\".pseudonymizer.v1.GetDomainRequest\x1a#.pseudonymizer.v1.GetDomainResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/pseudo/v1/domains/{name}BPZNgithub.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1;pseudonymizerv1b\x06proto3"
 
 var (
 	file_pseudonymizer_v1_pseudonymizer_proto_rawDescOnce sync.Once
