@@ -13,6 +13,7 @@
 //	gointerop pseudonymize -addr HOST:PORT -domain D -principal P (NISS → transit texts)
 //	gointerop parse                                   ({"niss":[…],"transit":[…],"atRest":[…]})
 //	gointerop errors                                  (protoerr's table)
+//	gointerop bench [-seconds N]                       (the client's CPU per item, as test/bench.js)
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,7 +54,7 @@ func main() {
 
 func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: gointerop setup|open|transit|pseudonymize|parse|errors [flags]")
+		return errors.New("usage: gointerop setup|open|transit|pseudonymize|parse|errors|bench [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "the pseudonymizer's -data-dir (development key file keys.json)")
@@ -60,6 +62,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 	sub := fs.String("sub", "", "transit: bind the transit forms to this caller principal")
 	addr := fs.String("addr", "", "pseudonymize: the server's gRPC address (plaintext, development mode)")
 	principal := fs.String("principal", "dev", "pseudonymize: the caller principal (development mode header)")
+	seconds := fs.Float64("seconds", 1, "bench: seconds per measurement")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -177,6 +180,12 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 		return enc.Encode(out)
 	case "parse":
 		return parse(stdin, enc)
+	case "bench":
+		r, err := bench(*seconds, runtime.Version())
+		if err != nil {
+			return err
+		}
+		return enc.Encode(r)
 	case "errors":
 		type row struct {
 			Text    string `json:"text"`
