@@ -58,5 +58,8 @@ if [ -d e2e ]; then
 		echo "e2e tests were skipped under CI=true: that is a failure"; exit 1
 	fi
 fi
+
+step "TypeScript SDK (sdk/typescript): build, unit and vector tests, REST gateway and Go SDK interop, Chromium"
+scripts/test-typescript.sh
 echo
 echo "all tests passed"
