@@ -441,6 +441,12 @@ func tlsHint(msg string, o *options) string {
 	case o.insecure && (strings.Contains(msg, "server preface") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "frame too large") ||
 		strings.Contains(msg, "EOF")):
 		return "\nhint: the service may require TLS: drop -insecure and give -ca <file>"
+	case !o.insecure && o.cert == "" && (strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset")):
+		// With TLS 1.3 the server checks the client certificate after the
+		// client considers the handshake done: a missing one shows up as
+		// an alert or a closed connection on the first write.
+		return "\nhint: the service may require a client certificate (mTLS): give -cert and -key (or PSEUDO_CERT, PSEUDO_KEY), or a bearer token with -token"
 	case strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):
 		return "\nhint: the TLS handshake failed: check -ca, and -cert/-key if the service wants a client certificate"
 	}

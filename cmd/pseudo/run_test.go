@@ -13,6 +13,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
@@ -191,5 +192,56 @@ func TestPseudoHelpAndHints(t *testing.T) {
 	}
 	if eta(3000, 1000) != "3s" || eta(0, 0) != "0s" || eta(5, 0) != "?" {
 		t.Errorf("eta: %s %s %s", eta(3000, 1000), eta(0, 0), eta(5, 0))
+	}
+}
+
+// TestPseudoTLSHintsLive: against real listeners, each usual TLS mistake
+// fails fast with the hint that fixes it.
+func TestPseudoTLSHintsLive(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "hint CA")
+	certFile, keyFile := testpki.WriteFiles(t, dir, "server", ca.Server(t))
+	tlsCfg, err := auth.ServerTLSConfig(auth.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: ca.WriteCA(t, dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := keys.OpenFileStore(filepath.Join(dir, "keys.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.EnsureDemo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := keys.NewCache(context.Background(), store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	tlsSrv := servertest.Start(t, grpcserver.Config{Keys: cache, Auth: auth.New(auth.Config{}), TLS: tlsCfg}, true)
+	devAddr, _ := startDev(t)
+	other := testpki.NewCA(t, "another CA").WriteCA(t, t.TempDir())
+	clientCert, clientKey := testpki.WriteFiles(t, dir, "client", ca.Client(t, "hint-client", ""))
+
+	for _, c := range []struct {
+		name string
+		args []string
+		hint string
+	}{
+		{"TLS service, no -ca", []string{"-addr", tlsSrv.Addr}, "add -ca"},
+		{"TLS service, -ca of another CA", []string{"-addr", tlsSrv.Addr, "-ca", other}, "not signed by the CA of -ca"},
+		{"TLS service, -insecure", []string{"-addr", tlsSrv.Addr, "-insecure"}, "drop -insecure"},
+		{"TLS service, no client certificate", []string{"-addr", tlsSrv.Addr, "-ca", ca.WriteCA(t, t.TempDir())}, "give -cert and -key"},
+		{"plaintext service, TLS", []string{"-addr", devAddr, "-ca", other}, "add -insecure"},
+	} {
+		args := append(c.args, "-timeout", "5s", "domain", "demo_v1")
+		_, _, err := pseudo(t, "", args...)
+		if err == nil || !strings.Contains(err.Error(), "hint:") || !strings.Contains(err.Error(), c.hint) {
+			t.Errorf("%s: %v; want a hint with %q", c.name, err, c.hint)
+		}
+	}
+	// With everything right, the same command works.
+	if out, _, err := pseudo(t, "", "-addr", tlsSrv.Addr, "-ca", ca.WriteCA(t, t.TempDir()), "-cert", clientCert, "-key", clientKey,
+		"-timeout", "5s", "domain", "demo_v1"); err != nil || !strings.Contains(out, "demo_v1") {
+		t.Fatalf("with -ca, -cert and -key: %v %s", err, out)
 	}
 }
