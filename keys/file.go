@@ -149,6 +149,9 @@ func (s *FileStore) CreateDomain(ctx context.Context, spec DomainSpec) (*Domain,
 
 // CreateDomainWith implements [Creator].
 func (s *FileStore) CreateDomainWith(ctx context.Context, spec DomainSpec, opts DomainOptions) (*Domain, error) {
+	if opts.Split {
+		return nil, fmt.Errorf("%w: domain %q: the file store keeps the single mode (split keys need Vault and its key-share plugin)", ErrInvalid, spec.Name)
+	}
 	var d *Domain
 	err := s.update(func(st *fileState) error {
 		if _, ok := st.domains[spec.Name]; ok {

@@ -126,8 +126,18 @@ type Domain struct {
 	// Go duration string, absent when zero.
 	MaxLifetime time.Duration
 	// Scalar is k, the 32-byte canonical encoding of a non-zero ristretto255
-	// scalar. Owners never get it: it is empty in what an owner reads.
-	Scalar  Secret
+	// scalar; in split mode it is the service's share k₁. Owners never get
+	// it: it is empty in what an owner reads.
+	Scalar Secret
+	// Mode says whether Scalar is k (ModeSingle) or the share k₁ of
+	// k = k₁·k₂ (ModeSplit), from the domain's meta.
+	Mode Mode
+	// ShareGeneration is the generation of the share k₁ in split mode
+	// (at least 1), zero in single mode or when Scalar is empty.
+	ShareGeneration uint64
+	// Share multiplies by the other share k₂ in split mode: set by the
+	// store the service reads (keys/vault with the plugin), nil otherwise.
+	Share   Multiplier
 	Transit Transit
 	Policy  Policy
 	// Generation changes whenever any of the above changes, so that
@@ -154,6 +164,11 @@ type DomainOptions struct {
 	// MaxLifetime is the domain's [Domain].MaxLifetime; zero leaves it
 	// unset (the default).
 	MaxLifetime time.Duration
+	// Split creates the domain in split mode (keys/vault with the key-share
+	// plugin only): the plugin draws k₂, the store k₁, and k = k₁·k₂ never
+	// exists anywhere. [FileStore] refuses it: development mode keeps the
+	// single mode.
+	Split bool
 }
 
 // Creator is implemented, next to [Admin], by the stores ([FileStore] and

@@ -100,6 +100,18 @@ func (d *Domain) Validate() error {
 			return fmt.Errorf("domain %q: %w", d.Name, err)
 		}
 	}
+	switch d.Mode {
+	case ModeSingle:
+		if d.ShareGeneration != 0 {
+			return fmt.Errorf("%w: domain %q: a share generation in single mode", ErrInvalid, d.Name)
+		}
+	case ModeSplit:
+		if len(d.Scalar) != 0 && d.ShareGeneration == 0 {
+			return fmt.Errorf("%w: domain %q: split share without a generation", ErrInvalid, d.Name)
+		}
+	default:
+		return fmt.Errorf("%w: domain %q: mode %q is neither single nor split", ErrInvalid, d.Name, string(d.Mode))
+	}
 	if err := d.Transit.validate(); err != nil {
 		return fmt.Errorf("domain %q: %w", d.Name, err)
 	}

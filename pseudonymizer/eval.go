@@ -1,6 +1,7 @@
 package pseudonymizer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -53,10 +54,15 @@ type Domain struct {
 	generation  uint64
 	// seals counts the transitInfo values sealed under the active transit
 	// key; nil means no limit (see [SealLimiter]).
-	seals   *sealCount
-	k, kInv *ristretto255.Scalar
-	transit *transit.KeySet
-	kids    []string
+	seals *sealCount
+	// k is the domain's scalar, or in split mode the service's share k₁,
+	// whose product with the other share (held by share, generation
+	// shareGen) is the domain's scalar.
+	k, kInv  *ristretto255.Scalar
+	share    keys.Multiplier
+	shareGen uint64
+	transit  *transit.KeySet
+	kids     []string
 }
 
 // DomainOption configures a [Domain] made by [NewDomain].
@@ -98,6 +104,9 @@ func NewDomain(d *keys.Domain, opts ...DomainOption) (*Domain, error) {
 		maxLifetime = max(keys.DefaultMaxLifetime, ttl)
 	}
 	slices.Sort(kids)
+	if d.Mode == keys.ModeSplit && (d.Share == nil || d.ShareGeneration == 0) {
+		return nil, fmt.Errorf("%w: domain %q: split mode without the other share", keys.ErrInvalid, d.Name)
+	}
 	dom := &Domain{
 		name:        d.Name,
 		audience:    d.Audience,
@@ -108,6 +117,9 @@ func NewDomain(d *keys.Domain, opts ...DomainOption) (*Domain, error) {
 		kInv:        ristretto255.NewScalar().Invert(k),
 		transit:     ks,
 		kids:        kids,
+	}
+	if d.Mode == keys.ModeSplit {
+		dom.share, dom.shareGen = d.Share, d.ShareGeneration
 	}
 	for _, o := range opts {
 		o(dom)
@@ -134,6 +146,15 @@ func (d *Domain) ActiveKid() string { return d.transit.Active() }
 // Kids returns the accepted transit key ids, sorted.
 func (d *Domain) Kids() []string { return append([]string(nil), d.kids...) }
 
+// Mode returns keys.ModeSplit when the domain's scalar is split between
+// the service and the holder of the other share, keys.ModeSingle otherwise.
+func (d *Domain) Mode() keys.Mode {
+	if d.share != nil {
+		return keys.ModeSplit
+	}
+	return keys.ModeSingle
+}
+
 // Generation returns the generation of the key material it was made from.
 func (d *Domain) Generation() uint64 { return d.generation }
 
@@ -155,6 +176,10 @@ type Params struct {
 	// Rand supplies the transit scalars and nonces; crypto/rand when nil.
 	// Test vectors pass a deterministic stream.
 	Rand io.Reader
+	// Context bounds the round trip to the holder of the other share of a
+	// split domain (its items fail with an error wrapping
+	// keys.ErrUnavailable when it ends); context.Background() when nil.
+	Context context.Context
 }
 
 // Evaluated is the service's answer to pseudonymize and convert: a point Y
@@ -190,6 +215,13 @@ func (d *Domain) seal(s *ristretto255.Scalar, p *Params) (string, error) {
 // Pseudonymize evaluates one blinded identifier point B: it draws s and
 // returns Y = (s·k)·B with transitInfo = Seal(s). No scalar inversion.
 func (d *Domain) Pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
+	out, errs := d.PseudonymizeBatch([][]byte{blinded}, p)
+	return out[0], errs[0]
+}
+
+// pseudonymize is Pseudonymize with the service's scalar only: k, or k₁ in
+// split mode.
+func (d *Domain) pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
 	B, err := point.Decode(blinded)
 	if err != nil {
 		return Evaluated{}, err
@@ -223,10 +255,57 @@ func (d *Domain) PseudonymizeBatch(blinded [][]byte, p *Params) (out []Evaluated
 	errs = make([]error, len(blinded))
 	parallel(len(blinded), p, errs, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			out[i], errs[i] = d.Pseudonymize(blinded[i], p)
+			out[i], errs[i] = d.pseudonymize(blinded[i], p)
 		}
 	})
+	otherShare(p, nil, d, out, errs)
 	return out, errs
+}
+
+// otherShare multiplies the points of the items that succeeded by the
+// other share, when from or to is split: k₂ of to (pseudonymize: from is
+// nil), k₂⁻¹ of from (identify: to is nil), or k₂,to·k₂,from⁻¹ (convert).
+// A domain in single mode contributes the factor 1: in single mode
+// nothing happens, so that both modes share one evaluation path. The
+// points are those of out (each an Evaluated or a [point.Size]byte).
+func otherShare[T Evaluated | [point.Size]byte](p *Params, from, to *Domain, out []T, errs []error) {
+	var m keys.Multiplier
+	var op keys.ShareOp
+	var fr, tr keys.ShareRef
+	switch {
+	case from != nil && from.share != nil && to != nil && to.share != nil:
+		m, op, fr, tr = from.share, keys.ShareConvert, from.shareRef(), to.shareRef()
+	case from != nil && from.share != nil:
+		m, op, fr = from.share, keys.ShareIdentify, from.shareRef()
+	case to != nil && to.share != nil:
+		m, op, fr = to.share, keys.SharePseudonymize, to.shareRef()
+	default:
+		return
+	}
+	pts := make([][]byte, len(out))
+	for i := range out {
+		switch o := any(&out[i]).(type) {
+		case *Evaluated:
+			pts[i] = o.Point[:]
+		case *[point.Size]byte:
+			pts[i] = o[:]
+		}
+	}
+	ctx := p.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	m.Multiply(ctx, op, fr, tr, pts, errs)
+	for i := range out {
+		if errs[i] != nil {
+			var zero T
+			out[i] = zero
+		}
+	}
+}
+
+func (d *Domain) shareRef() keys.ShareRef {
+	return keys.ShareRef{Domain: d.name, Generation: d.shareGen}
 }
 
 // minChunk is the least number of items worth a goroutine of their own.
@@ -323,6 +402,7 @@ func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte,
 	out = make([][point.Size]byte, len(items))
 	errs = make([]error, len(items))
 	parallel(len(items), p, errs, func(lo, hi int) { d.identify(items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	otherShare(p, d, nil, out, errs)
 	return out, errs
 }
 
@@ -359,6 +439,7 @@ func ConvertBatch(from, to *Domain, items []Item, p *Params) (out []Evaluated, e
 		return out, errs
 	}
 	parallel(len(items), p, errs, func(lo, hi int) { convert(from, to, items[lo:hi], p, out[lo:hi], errs[lo:hi]) })
+	otherShare(p, from, to, out, errs)
 	return out, errs
 }
 

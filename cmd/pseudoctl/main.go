@@ -29,8 +29,10 @@ import (
 const usage = `Usage:
     pseudoctl [store flags] domain create <name> -audience <uri> [-ttl 5m]
                   [-max-lifetime 24h] [-pseudonymize p1,p2] [-identify p1,p2]
-                  [-owners o1,o2] [-convert target=p1,p2 ...]
+                  [-owners o1,o2] [-convert target=p1,p2 ...] [-split]
     pseudoctl [store flags] domain show [-json] <name>
+    pseudoctl [store flags] domain split <name>
+    pseudoctl [store flags] domain refresh-shares [-force] <name>
     pseudoctl [store flags] domain list
     pseudoctl [store flags] domain new-version <old> <new> [-audience <uri>]
                   [-max-lifetime <duration>]
@@ -43,7 +45,7 @@ const usage = `Usage:
     pseudoctl [store flags] owner-key create <owner> <domain>
     pseudoctl [store flags] owner-key rotate <owner> <domain> -yes
     pseudoctl [store flags] owner-key delete <owner> <domain> -yes
-    pseudoctl policy service | admin | owner <owner> <domain>
+    pseudoctl policy service | admin | migrate | owner <owner> <domain>
     pseudoctl -version
 
 Store flags (also accepted after the command; the same names as
@@ -60,6 +62,11 @@ pseudonymizer's):
     -vault-ca <file>               PEM CA certificates that verify Vault's TLS
                                    (default $VAULT_CACERT)
     -vault-mount <path>            KV v2 mount (default pseudonymizer)
+    -vault-shares-mount <path>     mount of the key-share plugin (default
+                                   pseudonymizer-shares)
+    -share-file <path>             the service's shares k1 of split domains
+                                   are in this file, not in KV (default
+                                   $PSEUDOCTL_SHARE_FILE)
 (-approle-role-id and -approle-secret-id-file are old names of the AppRole
 flags.)
 
@@ -90,6 +97,18 @@ by replacing a trailing version "v<n>" (after ':' '/' '.' '_' '-') with that
 of the new name ("urn:x:prescriptions:v1" -> "urn:x:prescriptions:v2" for
 prescriptions_v2), or else by appending ":<new name>".
 
+Split keys (Vault with the key-share plugin only; see README): a domain's
+scalar k = k1*k2, with k1 the service's (in KV, or in -share-file) and k2
+in the plugin, which never returns it. domain create -split makes a domain
+split from the start (k never exists). domain split hands an existing
+domain's k to the plugin once, writes k1, and destroys every KV version of
+k; pseudonyms do not change. It needs a token with the migrate policy
+besides the admin one; run again after a failure, it resumes.
+domain refresh-shares replaces (k1, k2) by (k1*r, k2/r): pseudonyms do not
+change, and the old k1 is useless once the plugin drops its generation (at
+the next refresh, refused while that generation is still in use, unless
+-force). domain show prints the mode and the generations.
+
 Every domain needs its own audience, and a principal that owns any domain
 may not be listed in -identify of any domain ("*" is fine: the service
 never lets owners identify). domain create and new-version refuse a domain
@@ -115,6 +134,7 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 // storeFlags says which key store to use.
 type storeFlags struct {
 	store, addr, token, roleID, secretIDFile, ca, mount string
+	sharesMount, shareFile                              string
 }
 
 // aliases are the old names of store flags, accepted but not documented.
@@ -134,6 +154,8 @@ func (sf *storeFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&sf.ca, "vault-ca", sf.ca, "PEM file of Vault's CA")
 	fs.StringVar(&sf.mount, "vault-mount", sf.mount, "KV v2 mount")
+	fs.StringVar(&sf.sharesMount, "vault-shares-mount", sf.sharesMount, "mount of the key-share plugin")
+	fs.StringVar(&sf.shareFile, "share-file", sf.shareFile, "file of the service's shares k1 (instead of KV)")
 }
 
 // store is what both key stores (keys.FileStore, vault.Store) implement.
@@ -164,6 +186,7 @@ func (sf *storeFlags) open(ctx context.Context, create bool, stderr io.Writer) (
 			RoleID:       sf.roleID,
 			SecretIDFile: sf.secretIDFile,
 			Mount:        sf.mount,
+			Shares:       vault.ShareConfig{Mount: sf.sharesMount, File: sf.shareFile},
 			// Administrators never read scalars.
 			Mode:   vault.Owner,
 			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -201,7 +224,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	sf := &storeFlags{store: getenv("PSEUDOCTL_STORE"), addr: getenv("VAULT_ADDR"), token: getenv("VAULT_TOKEN"),
-		roleID: getenv("VAULT_ROLE_ID"), secretIDFile: getenv("VAULT_SECRET_ID_FILE"), ca: getenv("VAULT_CACERT")}
+		roleID: getenv("VAULT_ROLE_ID"), secretIDFile: getenv("VAULT_SECRET_ID_FILE"), ca: getenv("VAULT_CACERT"),
+		shareFile: getenv("PSEUDOCTL_SHARE_FILE")}
 	top := newFlagSet("pseudoctl")
 	sf.register(top)
 	if err := top.Parse(args); err != nil {
@@ -232,19 +256,21 @@ func runErr(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 // commands are pseudoctl's commands by name ("policy" has none, the others
 // a noun and a verb).
 var commands = map[string]func(*call) error{
-	"policy":             policyCmd,
-	"domain create":      domainCreate,
-	"domain show":        domainShow,
-	"domain list":        domainList,
-	"domain new-version": domainNewVersion,
-	"domain set-policy":  domainSetPolicy,
-	"domain set-ttl":     domainSetTTL,
-	"domain delete":      domainDelete,
-	"transit-key rotate": transitKeyRotate,
-	"transit-key retire": transitKeyRetire,
-	"owner-key create":   ownerKeyCreate,
-	"owner-key rotate":   ownerKeyRotate,
-	"owner-key delete":   ownerKeyDelete,
+	"policy":                policyCmd,
+	"domain create":         domainCreate,
+	"domain show":           domainShow,
+	"domain list":           domainList,
+	"domain new-version":    domainNewVersion,
+	"domain set-policy":     domainSetPolicy,
+	"domain set-ttl":        domainSetTTL,
+	"domain delete":         domainDelete,
+	"domain split":          domainSplit,
+	"domain refresh-shares": domainRefreshShares,
+	"transit-key rotate":    transitKeyRotate,
+	"transit-key retire":    transitKeyRetire,
+	"owner-key create":      ownerKeyCreate,
+	"owner-key rotate":      ownerKeyRotate,
+	"owner-key delete":      ownerKeyDelete,
 }
 
 // now is pseudoctl's clock (transit-key retire); tests replace it.
@@ -296,6 +322,7 @@ func domainCreate(c *call) error {
 	identify := fs.String("identify", "", "comma-separated principals that may identify")
 	owners := fs.String("owners", "", "comma-separated principals of the domain's owners")
 	convert := convertFlag(fs)
+	split := fs.Bool("split", false, "create the domain with split keys: k2 drawn by the Vault plugin, k1 by pseudoctl; k never exists")
 	pos, err := c.parse(1)
 	if err != nil {
 		return err
@@ -328,12 +355,12 @@ func domainCreate(c *call) error {
 	if err := checkSet(ctx, st, c.stderr, spec); err != nil {
 		return err
 	}
-	d, err := st.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: *maxLifetime})
+	d, err := st.CreateDomainWith(ctx, spec, keys.DomainOptions{MaxLifetime: *maxLifetime, Split: *split})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s)\n",
-		d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active)
+	fmt.Fprintf(c.stdout, "created domain %s (audience %s, ttl %v, max lifetime %v, active transit key %s, mode %s)\n",
+		d.Name, d.Audience, d.TTL, d.EffectiveMaxLifetime(), d.Transit.Active, d.Mode)
 	return nil
 }
 
@@ -432,7 +459,56 @@ func domainShow(c *call) error {
 		if err != nil {
 			return err
 		}
-		return show(c.stdout, d, *asJSON)
+		var ss *vault.ShareStatus
+		if vs, ok := st.(*vault.Store); ok && d.Mode == keys.ModeSplit {
+			if ss, err = vs.ShareStatus(c.ctx, d.Name); err != nil {
+				return err
+			}
+		}
+		return show(c.stdout, d, ss, *asJSON)
+	})
+}
+
+// splitStore is the Vault store, the only one with split keys.
+func splitStore(st store) (*vault.Store, error) {
+	vs, ok := st.(*vault.Store)
+	if !ok {
+		return nil, fmt.Errorf("%w: split keys need Vault and its key-share plugin: the file store keeps the single mode", keys.ErrInvalid)
+	}
+	return vs, nil
+}
+
+func domainSplit(c *call) error {
+	return c.withStore(1, func(st store, pos []string) error {
+		vs, err := splitStore(st)
+		if err != nil {
+			return err
+		}
+		gen, err := vs.SplitDomain(c.ctx, pos[0])
+		if errors.Is(err, keys.ErrDenied) {
+			return fmt.Errorf("%w (splitting reads k once: the token needs the migrate policy, see pseudoctl policy migrate)", err)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: split (share generation %d); every KV version of k is destroyed; services use the shares at their next poll; pseudonyms do not change\n", pos[0], gen)
+		return nil
+	})
+}
+
+func domainRefreshShares(c *call) error {
+	force := c.fs.Bool("force", false, "drop the previous generation even if a service used it recently")
+	return c.withStore(1, func(st store, pos []string) error {
+		vs, err := splitStore(st)
+		if err != nil {
+			return err
+		}
+		gen, err := vs.RefreshShares(c.ctx, pos[0], *force)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "domain %s: shares refreshed (generation %d); services use them at their next poll; the previous generation is accepted until the next refresh; pseudonyms do not change\n", pos[0], gen)
+		return nil
 	})
 }
 
@@ -634,9 +710,24 @@ type domainInfo struct {
 	Kids               []string    `json:"kids"`
 	Policy             keys.Policy `json:"policy"`
 	Generation         uint64      `json:"generation"`
+	// Mode is "single" or "split"; Shares the generations of a split
+	// domain's shares.
+	Mode   string     `json:"mode"`
+	Shares *shareInfo `json:"shares,omitempty"`
 }
 
-func show(w io.Writer, d *keys.Domain, asJSON bool) error {
+type shareInfo struct {
+	// Service is the generation of the service's share k1 (0 when this
+	// token cannot read it); Plugin and PluginPrevious those the plugin
+	// accepts.
+	Service          uint64 `json:"service_generation"`
+	Plugin           uint64 `json:"plugin_generation"`
+	PluginPrevious   uint64 `json:"plugin_previous_generation,omitempty"`
+	PreviousLastUsed string `json:"previous_last_used,omitempty"`
+	Origin           string `json:"origin"`
+}
+
+func show(w io.Writer, d *keys.Domain, ss *vault.ShareStatus, asJSON bool) error {
 	info := domainInfo{
 		Name:               d.Name,
 		Audience:           d.Audience,
@@ -648,6 +739,11 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 		Kids:               d.Transit.Kids(),
 		Policy:             d.Policy,
 		Generation:         d.Generation,
+		Mode:               d.Mode.String(),
+	}
+	if ss != nil && ss.Plugin != nil {
+		info.Shares = &shareInfo{Service: ss.ServiceGeneration, Plugin: ss.Plugin.Generation, PluginPrevious: ss.Plugin.PreviousGeneration,
+			PreviousLastUsed: ss.Plugin.PreviousLastUsed, Origin: ss.Plugin.Origin}
 	}
 	if asJSON {
 		e := json.NewEncoder(w)
@@ -674,6 +770,14 @@ func show(w io.Writer, d *keys.Domain, asJSON bool) error {
 		fmt.Fprintf(w, "convert to %s: %s\n", target, strings.Join(p.Convert[target], ", "))
 	}
 	fmt.Fprintf(w, "generation:    %d\n", info.Generation)
+	fmt.Fprintf(w, "mode:          %s\n", info.Mode)
+	if s := info.Shares; s != nil {
+		fmt.Fprintf(w, "shares:        service k1 generation %d; plugin k2 generation %d", s.Service, s.Plugin)
+		if s.PluginPrevious != 0 {
+			fmt.Fprintf(w, " (previous %d accepted, last used %s)", s.PluginPrevious, s.PreviousLastUsed)
+		}
+		fmt.Fprintf(w, "; %s\n", s.Origin)
+	}
 	return nil
 }
 
@@ -729,6 +833,8 @@ func printPolicy(w io.Writer, pos []string) error {
 		fmt.Fprint(w, policies.Service)
 	case len(pos) == 1 && pos[0] == "admin":
 		fmt.Fprint(w, policies.Admin)
+	case len(pos) == 1 && pos[0] == "migrate":
+		fmt.Fprint(w, policies.Migrate)
 	case len(pos) == 3 && pos[0] == "owner":
 		p, err := policies.Owner(pos[1], pos[2])
 		if err != nil {
@@ -736,7 +842,7 @@ func printPolicy(w io.Writer, pos []string) error {
 		}
 		fmt.Fprint(w, p)
 	default:
-		return usagef("policy: want service, admin, or owner <owner> <domain>")
+		return usagef("policy: want service, admin, migrate, or owner <owner> <domain>")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
@@ -329,4 +330,52 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%s -h: %+v", name, r)
 		}
 	}
+}
+
+// TestSplit runs the split-key commands on Vault with the real key-share
+// plugin: a domain created split, a single domain split with the migrate
+// token (the admin token alone cannot), shares refreshed, and the mode and
+// generations shown; the file store refuses split keys.
+func TestSplit(t *testing.T) {
+	e := sharetest.Start(t)
+	admin := map[string]string{"VAULT_ADDR": e.Addr, "VAULT_TOKEN": e.AdminToken}
+	migrate := map[string]string{"VAULT_ADDR": e.Addr, "VAULT_TOKEN": e.MigrateToken}
+	out := ok(t, admin, "domain", "create", "created_v1", "-audience", "urn:test:created_v1", "-split")
+	if !strings.Contains(out, "mode split") {
+		t.Fatalf("create -split: %s", out)
+	}
+	ok(t, admin, "domain", "create", "prescriptions_v1", "-audience", "urn:test:prescriptions_v1")
+	if out := ok(t, admin, "domain", "show", "prescriptions_v1"); !strings.Contains(out, "mode:          single") {
+		t.Fatalf("show: %s", out)
+	}
+	fails(t, admin, 1, "migrate policy", "domain", "split", "prescriptions_v1")
+	if out := ok(t, migrate, "domain", "split", "prescriptions_v1"); !strings.Contains(out, "split (share generation 1)") {
+		t.Fatalf("split: %s", out)
+	}
+	if out := ok(t, admin, "domain", "refresh-shares", "prescriptions_v1"); !strings.Contains(out, "generation 2") {
+		t.Fatalf("refresh-shares: %s", out)
+	}
+	fails(t, admin, 1, "previous generation 1 was used", "domain", "refresh-shares", "prescriptions_v1")
+	out = ok(t, admin, "domain", "show", "prescriptions_v1")
+	for _, want := range []string{"mode:          split", "service k1 generation 2; plugin k2 generation 2 (previous 1 accepted", "; split"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("show after refresh: want %q in\n%s", want, out)
+		}
+	}
+	out = ok(t, admin, "domain", "show", "-json", "created_v1")
+	var info struct {
+		Mode   string `json:"mode"`
+		Shares struct {
+			Service uint64 `json:"service_generation"`
+			Plugin  uint64 `json:"plugin_generation"`
+			Origin  string `json:"origin"`
+		} `json:"shares"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.Mode != "split" || info.Shares.Service != 1 || info.Shares.Plugin != 1 || info.Shares.Origin != "created" {
+		t.Fatalf("show -json: %v\n%s", err, out)
+	}
+	ok(t, admin, "domain", "delete", "created_v1", "-yes")
+
+	store := "file:" + filepath.Join(t.TempDir(), "keys.json")
+	fails(t, nil, 1, "single mode", "-store", store, "domain", "create", "x_v1", "-audience", "urn:x", "-split")
 }

@@ -54,6 +54,10 @@ type Config struct {
 	Mount string
 	// Mode is Service (the default) or Owner.
 	Mode Mode
+	// Shares says where the shares of split domains are (the key-share
+	// plugin's mount, the service's share k₁ in KV or a file); the
+	// defaults when zero. See [Store.SetShares].
+	Shares ShareConfig
 	// Timeout of one request to Vault; 30 s when zero.
 	Timeout time.Duration
 	// MaxRetries of a request that failed on the network or with a 5xx;
@@ -162,6 +166,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		first = tokenSecret(client.Token(), sec)
 	}
 	s := NewStore(client, cfg.Mount, cfg.Mode)
+	s.SetShares(cfg.Shares)
 	s.auth = a
 	go a.run(first)
 	return s, nil

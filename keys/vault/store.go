@@ -45,6 +45,8 @@ type Store struct {
 	mount  string
 	mode   Mode
 	auth   *authenticator // nil when the caller manages the token
+	// shares is where split domains' shares are (see shares.go).
+	shares shareSource
 }
 
 var (
@@ -61,7 +63,8 @@ func NewStore(client *api.Client, mount string, mode Mode) *Store {
 	if mount == "" {
 		mount = DefaultMount
 	}
-	return &Store{client: client, kv: client.KVv2(mount), mount: mount, mode: mode}
+	return &Store{client: client, kv: client.KVv2(mount), mount: mount, mode: mode,
+		shares: shareSource{mount: DefaultSharesMount}}
 }
 
 // Client returns the Vault client the store uses.
@@ -80,6 +83,7 @@ func metaPath(d string) string     { return "domains/" + d + "/meta" }
 func scalarPath(d string) string   { return "domains/" + d + "/scalar" }
 func transitPath(d string) string  { return "domains/" + d + "/transit" }
 func ownerPath(o, d string) string { return "owners/" + o + "/" + d + "/k2" }
+func sharePath(d string) string    { return "domains/" + d + "/share" }
 
 type metaJSON struct {
 	Audience    string      `json:"audience"`
@@ -89,6 +93,8 @@ type metaJSON struct {
 	ActiveSince string      `json:"active_since,omitempty"` // see keys.FormatActiveSince
 	Accepted    []string    `json:"accepted"`
 	Policy      keys.Policy `json:"policy"`
+	// Mode is "split" for a split domain, absent for single (see keys.Mode).
+	Mode string `json:"mode,omitempty"`
 }
 
 // lifetimes decodes the ttl (keys.DefaultTTL when absent) and the max
@@ -299,6 +305,9 @@ func (s *Store) Domain(ctx context.Context, name string) (*keys.Domain, error) {
 	if d.Transit.ActiveSince, err = keys.ParseActiveSince(m.ActiveSince); err != nil {
 		return nil, fmt.Errorf("domain %q: %w", name, err)
 	}
+	if d.Mode, err = keys.ParseMode(m.Mode); err != nil {
+		return nil, fmt.Errorf("domain %q: %w", name, err)
+	}
 	// meta is read before transit: a key retired in between is accepted in
 	// meta and gone from transit. It is left out; the active key must be
 	// there (a rotation writes transit before meta).
@@ -308,7 +317,13 @@ func (s *Store) Domain(ctx context.Context, name string) (*keys.Domain, error) {
 		}
 	}
 	vs := []version{mv, tv}
-	if s.mode == Service {
+	if s.mode == Service && d.Mode == keys.ModeSplit {
+		sv, err := s.readSplit(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		vs = append(vs, sv)
+	} else if s.mode == Service {
 		var sc scalarJSON
 		sv, err := s.get(ctx, scalarPath(name), &sc)
 		if errors.Is(err, errNotFound) {
@@ -336,9 +351,6 @@ func (s *Store) Version(ctx context.Context, name string) (uint64, error) {
 		return 0, fmt.Errorf("%w: %q", keys.ErrUnknownDomain, name)
 	}
 	paths := []string{metaPath(name), transitPath(name)}
-	if s.mode == Service {
-		paths = append(paths, scalarPath(name))
-	}
 	vs := make([]version, len(paths))
 	for i, p := range paths {
 		v, err := s.current(ctx, p)
@@ -352,6 +364,29 @@ func (s *Store) Version(ctx context.Context, name string) (uint64, error) {
 			return 0, fmt.Errorf("%w: domain %q: %s/%s is missing", keys.ErrInvalid, name, s.mount, p)
 		}
 		vs[i] = v
+	}
+	if s.mode != Service {
+		return generation(vs...), nil
+	}
+	// The scalar k (single mode), or the share k₁ (split mode), or both
+	// while a split is under way: meta's mode decides which Domain reads,
+	// and a change of either changes the generation.
+	sv, err := s.current(ctx, scalarPath(name))
+	if err != nil {
+		return 0, err
+	}
+	kv, found, err := s.shareVersion(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	if sv.n == 0 && !found {
+		return 0, fmt.Errorf("%w: domain %q has neither a scalar nor a share", keys.ErrInvalid, name)
+	}
+	if sv.n != 0 {
+		vs = append(vs, sv)
+	}
+	if found {
+		vs = append(vs, kv)
 	}
 	return generation(vs...), nil
 }
@@ -413,7 +448,14 @@ func (s *Store) CreateDomainWith(ctx context.Context, spec keys.DomainSpec, opts
 		return nil, fmt.Errorf("%w: domain %q has a scalar but no meta (interrupted creation?): delete %s/metadata/%s first",
 			keys.ErrExists, d.Name, s.mount, scalarPath(d.Name))
 	}
-	if err := s.put(ctx, scalarPath(d.Name), scalarJSON{K: encodeKey(d.Scalar)}, 0); err != nil {
+	if opts.Split {
+		// k₂ drawn by the plugin, k₁ here (the scalar just drawn): k never
+		// exists.
+		if err := s.createShares(ctx, d.Name, d.Scalar); err != nil {
+			return nil, err
+		}
+		d.Mode, d.ShareGeneration = keys.ModeSplit, 1
+	} else if err := s.put(ctx, scalarPath(d.Name), scalarJSON{K: encodeKey(d.Scalar)}, 0); err != nil {
 		if errors.Is(err, keys.ErrConflict) {
 			return nil, fmt.Errorf("%w: domain %q", keys.ErrExists, d.Name)
 		}
@@ -437,6 +479,7 @@ func (s *Store) CreateDomainWith(ctx context.Context, spec keys.DomainSpec, opts
 		Active:      d.Transit.Active,
 		Accepted:    d.Transit.Kids(),
 		Policy:      d.Policy,
+		Mode:        string(d.Mode),
 	}
 	if err := s.put(ctx, metaPath(d.Name), m, 0); err != nil {
 		if errors.Is(err, keys.ErrConflict) {
@@ -689,13 +732,17 @@ func (s *Store) SetLifetimes(ctx context.Context, name string, ttl, maxLifetime 
 // version) of the meta path first, so that readers see an unknown domain
 // at once, then those of the transit and scalar paths.
 func (s *Store) DeleteDomain(ctx context.Context, name string) error {
-	if _, _, err := s.readMeta(ctx, name); err != nil {
+	m, _, err := s.readMeta(ctx, name)
+	if err != nil {
 		return err
 	}
-	for _, p := range []string{metaPath(name), transitPath(name), scalarPath(name)} {
+	for _, p := range []string{metaPath(name), transitPath(name), scalarPath(name), sharePath(name)} {
 		if err := s.kv.DeleteMetadata(ctx, p); err != nil {
 			return wrap(err, "deleting", s.mount+"/metadata/"+p)
 		}
+	}
+	if mode, _ := keys.ParseMode(m.Mode); mode == keys.ModeSplit {
+		return s.deleteShares(ctx, name)
 	}
 	return nil
 }

@@ -1,0 +1,390 @@
+package vault
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
+	"github.com/ehealth-pseudo/pseudonymizer/keys"
+)
+
+// DefaultSharesMount is the path of the key-share plugin (package
+// keyshare) when none is given.
+const DefaultSharesMount = "pseudonymizer-shares"
+
+// Defaults of [SharesOptions].
+const (
+	DefaultSharesWindow   = time.Millisecond
+	DefaultSharesMaxBatch = 1000
+	DefaultSharesTimeout  = 5 * time.Second
+)
+
+// pointSize is the size of an encoded point.
+const pointSize = 32
+
+// SharesOptions tune a [Shares].
+type SharesOptions struct {
+	// Window is the longest an item waits for others to share its round
+	// trip to the plugin, while an earlier round trip is in flight (an
+	// idle client sends at once); DefaultSharesWindow when zero.
+	Window time.Duration
+	// MaxBatch is the most points of one round trip, at most the plugin's
+	// max_batch; DefaultSharesMaxBatch when zero.
+	MaxBatch int
+	// Timeout bounds a round trip with its retries; DefaultSharesTimeout
+	// when zero.
+	Timeout time.Duration
+	// Logger receives the failed round trips (never a point or a key);
+	// slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Shares is the service's client of the key-share plugin: it implements
+// keys.Multiplier. Concurrent calls share round trips (micro-batching):
+// an idle client sends at once; while a round trip is in flight, items
+// queue until it ends, the window passes or MaxBatch points are waiting,
+// whichever comes first, and then go in one request (or several of at
+// most MaxBatch points). Requests go over the Vault client's kept-alive
+// connections, with the token the Vault client holds at the time. A round
+// trip that fails on the network or with a 5xx (a plugin restarting, say)
+// is tried again with a short backoff within Timeout; past it, or on any
+// other error, its items fail with an error wrapping keys.ErrUnavailable.
+// Nothing ever falls back to a whole k: there is none.
+type Shares struct {
+	parent   *api.Client
+	client   *api.Client // a clone without the Vault client's own retries
+	path     string
+	window   time.Duration
+	maxBatch int
+	timeout  time.Duration
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	queue    []*part
+	queued   int
+	inflight int
+	armed    bool
+
+	roundTrips, items, failures atomic.Uint64
+}
+
+var _ keys.Multiplier = (*Shares)(nil)
+
+// NewShares returns a client of the plugin mounted at mount
+// (DefaultSharesMount when empty) that uses client's address, transport
+// and token.
+func NewShares(client *api.Client, mount string, opts SharesOptions) (*Shares, error) {
+	if mount == "" {
+		mount = DefaultSharesMount
+	}
+	c, err := client.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("vault: %v", err)
+	}
+	c.SetMaxRetries(0)
+	s := &Shares{
+		parent: client, client: c, path: mount + "/multiply",
+		window: opts.Window, maxBatch: opts.MaxBatch, timeout: opts.Timeout, log: opts.Logger,
+	}
+	if s.window <= 0 {
+		s.window = DefaultSharesWindow
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = DefaultSharesMaxBatch
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultSharesTimeout
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s, nil
+}
+
+// Stats returns the number of round trips (requests to the plugin, tries
+// included), of points sent, and of round trips that failed.
+func (s *Shares) Stats() (roundTrips, items, failures uint64) {
+	return s.roundTrips.Load(), s.items.Load(), s.failures.Load()
+}
+
+// part is up to maxBatch points of one Multiply call, of one group.
+type part struct {
+	op       keys.ShareOp
+	from, to keys.ShareRef
+	in, out  []byte
+	errs     []error
+	done     chan struct{}
+}
+
+func (p *part) n() int { return len(p.in) / pointSize }
+
+// Multiply implements keys.Multiplier.
+func (s *Shares) Multiply(ctx context.Context, op keys.ShareOp, from, to keys.ShareRef, points [][]byte, errs []error) {
+	var idx []int
+	for i := range points {
+		if errs[i] == nil {
+			if len(points[i]) != pointSize {
+				errs[i] = fmt.Errorf("%w: vault: a point is not %d bytes", keys.ErrInvalid, pointSize)
+				continue
+			}
+			idx = append(idx, i)
+		}
+	}
+	type sent struct {
+		p   *part
+		idx []int
+	}
+	var parts []sent
+	for lo := 0; lo < len(idx); lo += s.maxBatch {
+		hi := min(lo+s.maxBatch, len(idx))
+		p := &part{op: op, from: from, to: to, in: make([]byte, 0, (hi-lo)*pointSize), done: make(chan struct{})}
+		for _, i := range idx[lo:hi] {
+			p.in = append(p.in, points[i]...)
+		}
+		parts = append(parts, sent{p, idx[lo:hi]})
+		s.enqueue(p)
+	}
+	for _, sp := range parts {
+		select {
+		case <-sp.p.done:
+			for j, i := range sp.idx {
+				if sp.p.errs != nil && sp.p.errs[j] != nil {
+					errs[i] = sp.p.errs[j]
+					continue
+				}
+				copy(points[i], sp.p.out[j*pointSize:(j+1)*pointSize])
+			}
+		case <-ctx.Done():
+			for _, i := range sp.idx {
+				errs[i] = fmt.Errorf("%w: vault: key-share plugin: %v", keys.ErrUnavailable, ctx.Err())
+			}
+		}
+	}
+}
+
+// enqueue queues p and sends what is queued when the client is idle or
+// MaxBatch points wait; otherwise it arms the window's timer (one per
+// window).
+func (s *Shares) enqueue(p *part) {
+	s.mu.Lock()
+	s.queue = append(s.queue, p)
+	s.queued += p.n()
+	if s.inflight == 0 || s.queued >= s.maxBatch {
+		s.flushLocked()
+		s.mu.Unlock()
+		return
+	}
+	if !s.armed {
+		s.armed = true
+		time.AfterFunc(s.window, s.fire)
+	}
+	s.mu.Unlock()
+}
+
+// fire ends a window: everything queued is sent.
+func (s *Shares) fire() {
+	defer func() { _ = recover() }() // nothing here panics; the process must not die if it does
+	s.mu.Lock()
+	s.armed = false
+	s.flushLocked()
+	s.mu.Unlock()
+}
+
+// flushLocked sends the queue, in requests of at most maxBatch points, each
+// on a goroutine of its own. s.mu is held.
+func (s *Shares) flushLocked() {
+	for len(s.queue) > 0 {
+		var batch []*part
+		n := 0
+		for len(s.queue) > 0 && (len(batch) == 0 || n+s.queue[0].n() <= s.maxBatch) {
+			n += s.queue[0].n()
+			batch = append(batch, s.queue[0])
+			s.queue = s.queue[1:]
+		}
+		s.queued -= n
+		s.inflight++
+		go s.send(batch)
+	}
+	s.queue = nil
+}
+
+// send makes the round trip of one batch and completes its parts; then,
+// if items queued meanwhile, sends them without waiting for the window.
+func (s *Shares) send(batch []*part) {
+	defer func() {
+		if r := recover(); r != nil {
+			p := recovered.Describe(r)
+			s.log.Error("vault: key-share client panicked (recovered; its items failed)", "panic_type", p.Type, "stack", p.Frames)
+			fail(batch, fmt.Errorf("%w: vault: key-share client: internal error", keys.ErrUnavailable))
+		}
+		s.mu.Lock()
+		s.inflight--
+		s.flushLocked()
+		s.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	err := s.roundTrip(ctx, batch)
+	for try := 0; err != nil && retryable(err); try++ {
+		d := min(5*time.Millisecond<<try, 250*time.Millisecond)
+		d = d/2 + rand.N(d/2+1)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+			err = s.roundTrip(ctx, batch)
+			continue
+		}
+		break
+	}
+	if err != nil {
+		s.failures.Add(1)
+		s.log.Warn("vault: key-share plugin round trip failed", "path", s.path, "points", total(batch), "err", err)
+		fail(batch, fmt.Errorf("%w: vault: key-share plugin: %w", keys.ErrUnavailable, err))
+	}
+}
+
+func total(batch []*part) int {
+	n := 0
+	for _, p := range batch {
+		n += p.n()
+	}
+	return n
+}
+
+// fail completes every part of batch that is not done with err.
+func fail(batch []*part, err error) {
+	for _, p := range batch {
+		select {
+		case <-p.done:
+			continue
+		default:
+		}
+		p.errs = make([]error, p.n())
+		for i := range p.errs {
+			p.errs[i] = err
+		}
+		close(p.done)
+	}
+}
+
+// retryable reports whether a round trip that failed with err may succeed
+// when tried again: network errors and 5xx answers (a plugin or Vault
+// restarting), not refusals.
+func retryable(err error) bool {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, errAnswer)
+}
+
+// errAnswer is an answer of the plugin that does not have the expected
+// shape: not worth trying again.
+var errAnswer = errors.New("unexpected answer")
+
+var opNames = map[keys.ShareOp]string{
+	keys.SharePseudonymize: "pseudonymize",
+	keys.ShareIdentify:     "identify",
+	keys.ShareConvert:      "convert",
+}
+
+type wireResult struct {
+	Points string `json:"points"`
+	Errors []struct {
+		Index int    `json:"index"`
+		Error string `json:"error"`
+	} `json:"errors"`
+	Error string `json:"error"`
+}
+
+func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
+	groups := make([]map[string]any, len(batch))
+	n := 0
+	for i, p := range batch {
+		g := map[string]any{
+			"op":         opNames[p.op],
+			"domain":     p.from.Domain,
+			"generation": p.from.Generation,
+			"points":     base64.StdEncoding.EncodeToString(p.in),
+		}
+		if p.op == keys.ShareConvert {
+			g["to_domain"], g["to_generation"] = p.to.Domain, p.to.Generation
+		}
+		groups[i] = g
+		n += p.n()
+	}
+	if t := s.parent.Token(); t != s.client.Token() {
+		s.client.SetToken(t)
+	}
+	s.roundTrips.Add(1)
+	s.items.Add(uint64(n))
+	sec, err := s.client.Logical().WriteWithContext(ctx, s.path, map[string]any{"groups": groups})
+	if err != nil {
+		return err
+	}
+	if sec == nil || sec.Data == nil {
+		return fmt.Errorf("%w: no data", errAnswer)
+	}
+	raw, err := json.Marshal(sec.Data["results"])
+	var rs []wireResult
+	if err == nil {
+		err = json.Unmarshal(raw, &rs)
+	}
+	if err != nil || len(rs) != len(batch) {
+		return fmt.Errorf("%w: results do not match the groups", errAnswer)
+	}
+	// Check every result before completing any part, so that a bad answer
+	// fails the batch as a whole.
+	outs := make([][]byte, len(batch))
+	for i, r := range rs {
+		if r.Error != "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(r.Points)
+		if err != nil || len(b) != len(batch[i].in) {
+			return fmt.Errorf("%w: group %d: points do not match", errAnswer, i)
+		}
+		for _, e := range r.Errors {
+			if e.Index < 0 || e.Index >= batch[i].n() {
+				return fmt.Errorf("%w: group %d: item index out of range", errAnswer, i)
+			}
+		}
+		outs[i] = b
+	}
+	for i, p := range batch {
+		r := rs[i]
+		if r.Error != "" {
+			// unknown_domain or unknown_generation: the plugin does not (or no
+			// longer) have this share; the store reports the domain, and a
+			// retry after the service reads its new share succeeds.
+			err := fmt.Errorf("%w: vault: key-share plugin: domain %q generation %d: %s", keys.ErrUnavailable, p.from.Domain, p.from.Generation, r.Error)
+			p.errs = make([]error, p.n())
+			for j := range p.errs {
+				p.errs[j] = err
+			}
+		} else {
+			p.out = outs[i]
+			for _, e := range r.Errors {
+				if p.errs == nil {
+					p.errs = make([]error, p.n())
+				}
+				p.errs[e.Index] = fmt.Errorf("%w: vault: key-share plugin refused a point (%s)", keys.ErrInvalid, e.Error)
+			}
+		}
+		close(p.done)
+	}
+	return nil
+}
