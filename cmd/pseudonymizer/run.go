@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
@@ -36,7 +37,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := c.check(getenv); err != nil {
 		return err
 	}
-	log, err := newLogger(c, stderr)
+	// Log records go out through a group-commit writer: the audit records
+	// of concurrent calls are written together, and each call is answered
+	// once its record is written (grpcserver.Config.AuditSync).
+	logOut := audit.NewGroupWriter(stderr)
+	defer logOut.Close()
+	log, err := newLogger(c, logOut)
 	if err != nil {
 		return err
 	}
@@ -70,6 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxPrincipals:        c.maxPrincipals,
 		HealthInterval:       c.healthInterval,
 		Logger:               log,
+		AuditSync:            logOut.Sync,
 		REST:                 restConfig(c),
 	})
 	if err != nil {

@@ -158,12 +158,22 @@ type Logger struct {
 	log       *slog.Logger
 	observers []func(*Summary)
 	now       func() time.Time
+	sync      func() error
 }
 
 // NewLogger returns a Logger writing to log. Each observer is called once
 // per finished call, after the record is written (metrics use it).
 func NewLogger(log *slog.Logger, observers ...func(*Summary)) *Logger {
 	return &Logger{log: log, observers: observers, now: time.Now}
+}
+
+// SyncWith makes each call wait, after its record is handed to the log,
+// until sync returns: with a [GroupWriter]'s Sync under the log's handler,
+// a call is answered only once its record is written, and the records of
+// concurrent calls are written together. It returns l.
+func (l *Logger) SyncWith(sync func() error) *Logger {
+	l.sync = sync
+	return l
 }
 
 // UnaryServerInterceptor creates the call's Record, runs the call and
@@ -241,6 +251,11 @@ func (l *Logger) finish(ctx context.Context, method string, r *Record, start tim
 		rec := slog.NewRecord(time.Now(), level, "grpc call", 0)
 		rec.AddAttrs(attrs...)
 		_ = h.Handle(ctx, rec)
+		if l.sync != nil {
+			// A failed write is the log's problem, as with a direct write:
+			// the call's answer does not change.
+			_ = l.sync()
+		}
 	}
 	for _, o := range l.observers {
 		o(s)

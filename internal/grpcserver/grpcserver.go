@@ -136,6 +136,12 @@ type Config struct {
 	// REST enables the REST/JSON gateway (rest.go), served by ServeREST;
 	// nil disables it.
 	REST *RESTConfig
+	// AuditSync, when set, is called after each call's audit record is
+	// handed to Logger, and the call is answered once it returns: with an
+	// audit.GroupWriter under Logger's handler (cmd/pseudonymizer), its
+	// Sync, so that concurrent calls' records are written together and
+	// none is answered before its record is out.
+	AuditSync func() error
 }
 
 // Server is the gRPC server of the pseudonymizer, with its health service
@@ -206,6 +212,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("grpcserver: registering metrics: %v", err)
 	}
 	auditor := audit.NewLogger(log, items.observe)
+	if cfg.AuditSync != nil {
+		auditor.SyncWith(cfg.AuditSync)
+	}
 
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
