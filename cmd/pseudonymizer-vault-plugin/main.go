@@ -15,13 +15,18 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/plugin"
 
 	"github.com/ehealth-pseudo/pseudonymizer/keyshare"
 )
 
 func main() {
-	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: keyshare.Factory}); err != nil {
+	// Warnings and errors only: the SDK's default (trace) costs every
+	// request a log line through Vault. Nothing the plugin logs holds a
+	// point or a key.
+	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr, JSONFormat: true})
+	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: keyshare.Factory, Logger: logger}); err != nil {
 		fmt.Fprintln(os.Stderr, "pseudonymizer-vault-plugin:", err)
 		os.Exit(1)
 	}

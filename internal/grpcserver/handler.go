@@ -311,7 +311,7 @@ func (s *handler) pseudonymize(ctx context.Context, req *pb.PseudonymizeRequest)
 	for i, it := range items {
 		blinded[i] = it.GetBlinded()
 	}
-	out, errs := d.PseudonymizeBatch(blinded, &pseudonymizer.Params{Now: time.Now(), Caller: c.caller})
+	out, errs := d.PseudonymizeBatch(blinded, &pseudonymizer.Params{Now: time.Now(), Caller: c.caller, Context: ctx})
 	res := make([]*pb.PseudonymizeResult, len(items))
 	for i, it := range items {
 		r := &pb.PseudonymizeResult{Id: it.GetId()}
@@ -334,7 +334,7 @@ func (s *handler) identify(ctx context.Context, req *pb.IdentifyRequest) (*pb.Id
 	c.rec.AddItems(len(items))
 
 	in := transitItems(items)
-	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller}
+	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller, Context: ctx}
 	out, errs := d.IdentifyBatch(in, p)
 	s.retryUnknownKids(ctx, d, errs, func(nd *pseudonymizer.Domain, idx []int) {
 		o, e := nd.IdentifyBatch(pick(in, idx), p)
@@ -389,7 +389,7 @@ func (s *handler) convert(ctx context.Context, req *pb.ConvertToRequest) (*pb.Co
 	c.rec.AddItems(len(items))
 
 	in := transitItems(items)
-	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller}
+	p := &pseudonymizer.Params{Now: time.Now(), Caller: c.caller, Context: ctx}
 	out, errs := pseudonymizer.ConvertBatch(fd, td, in, p)
 	s.retryUnknownKids(ctx, fd, errs, func(nd *pseudonymizer.Domain, idx []int) {
 		o, e := pseudonymizer.ConvertBatch(nd, td, pick(in, idx), p)
