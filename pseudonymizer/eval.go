@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/edwards25519"
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
@@ -219,30 +220,48 @@ func (d *Domain) Pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
 	return out[0], errs[0]
 }
 
-// pseudonymize is Pseudonymize with the service's scalar only: k, or k₁ in
-// split mode.
-func (d *Domain) pseudonymize(blinded []byte, p *Params) (Evaluated, error) {
-	B, err := point.Decode(blinded)
-	if err != nil {
-		return Evaluated{}, err
+// pseudonymize is PseudonymizeBatch on one chunk with the service's
+// scalar only: k, or k₁ in split mode.
+func (d *Domain) pseudonymize(blinded [][]byte, p *Params, out []Evaluated, errs []error) {
+	var enc halvedBatch
+	for i := range blinded {
+		B, err := point.DecodeEdwards(blinded[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		s, err := point.RandomScalar(p.Rand)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		ti, err := d.seal(s, p)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		out[i].TransitInfo = ti
+		enc.add(out[i].Point[:], s.Multiply(s, d.k), B) // s·k
 	}
-	s, err := point.RandomScalar(p.Rand)
-	if err != nil {
-		return Evaluated{}, err
-	}
-	ti, err := d.seal(s, p)
-	if err != nil {
-		return Evaluated{}, err
-	}
-	sk := s.Multiply(s, d.k)
-	return evaluated(B.ScalarMult(sk, B), ti), nil
+	enc.encode()
 }
 
-func evaluated(Y *ristretto255.Element, ti string) Evaluated {
-	e := Evaluated{TransitInfo: ti}
-	copy(e.Point[:], Y.Bytes())
-	return e
+// halvedBatch collects the results of a chunk, c·B each, as (c/2)·B, and
+// encodes them together as 2·((c/2)·B) with one field inversion
+// (point.EncodeDoubled) instead of one inverse square root per result.
+type halvedBatch struct {
+	dst [][]byte
+	pts []*edwards25519.Point
 }
+
+// add computes (c/2)·B, to be encoded into dst.
+func (h *halvedBatch) add(dst []byte, c *ristretto255.Scalar, B *edwards25519.Point) {
+	h.dst = append(h.dst, dst)
+	h.pts = append(h.pts, B.ScalarMult(point.HalfScalar(point.EdwardsScalar(c)), B))
+}
+
+// encode writes every result.
+func (h *halvedBatch) encode() { point.EncodeDoubled(h.dst, h.pts) }
 
 // PseudonymizeBatch evaluates many blinded points. errs[i] is the error of
 // item i alone (nil on success); the other items are unaffected.
@@ -253,11 +272,7 @@ func evaluated(Y *ristretto255.Element, ti string) Evaluated {
 func (d *Domain) PseudonymizeBatch(blinded [][]byte, p *Params) (out []Evaluated, errs []error) {
 	out = make([]Evaluated, len(blinded))
 	errs = make([]error, len(blinded))
-	parallel(len(blinded), p, errs, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			out[i], errs[i] = d.pseudonymize(blinded[i], p)
-		}
-	})
+	parallel(len(blinded), p, errs, func(lo, hi int) { d.pseudonymize(blinded[lo:hi], p, out[lo:hi], errs[lo:hi]) })
 	otherShare(p, nil, d, out, errs)
 	return out, errs
 }
@@ -350,7 +365,7 @@ func parallel(n int, p *Params, errs []error, f func(lo, hi int)) {
 
 // opened is a validated identify/convert input.
 type opened struct {
-	B *ristretto255.Element
+	B *edwards25519.Point
 	s *ristretto255.Scalar
 }
 
@@ -360,7 +375,7 @@ func (d *Domain) open(items []Item, p *Params, errs []error) []opened {
 	op := make([]opened, len(items))
 	c := d.check(p)
 	for i, it := range items {
-		B, err := point.Decode(it.Blinded)
+		B, err := point.DecodeEdwards(it.Blinded)
 		if err != nil {
 			errs[i] = err
 			continue
@@ -409,13 +424,14 @@ func (d *Domain) IdentifyBatch(items []Item, p *Params) (out [][point.Size]byte,
 func (d *Domain) identify(items []Item, p *Params, out [][point.Size]byte, errs []error) {
 	op := d.open(items, p, errs)
 	invertAll(op)
+	var enc halvedBatch
 	for i := range op {
 		if op[i].s == nil {
 			continue
 		}
-		f := op[i].s.Multiply(op[i].s, d.kInv) // s⁻¹·k⁻¹
-		copy(out[i][:], op[i].B.ScalarMult(f, op[i].B).Bytes())
+		enc.add(out[i][:], op[i].s.Multiply(op[i].s, d.kInv), op[i].B) // s⁻¹·k⁻¹
 	}
+	enc.encode()
 }
 
 // Convert evaluates one blinded transit pseudonym of domain from into a
@@ -447,6 +463,8 @@ func convert(from, to *Domain, items []Item, p *Params, out []Evaluated, errs []
 	op := from.open(items, p, errs)
 	invertAll(op)
 	kBA := ristretto255.NewScalar().Multiply(to.k, from.kInv) // k_B·k_A⁻¹
+	var enc halvedBatch
+	defer enc.encode()
 	for i := range op {
 		if op[i].s == nil {
 			continue
@@ -463,6 +481,7 @@ func convert(from, to *Domain, items []Item, p *Params, out []Evaluated, errs []
 		}
 		f := op[i].s.Multiply(op[i].s, kBA) // s⁻¹·k_B·k_A⁻¹
 		f.Multiply(f, s2)
-		out[i] = evaluated(op[i].B.ScalarMult(f, op[i].B), ti)
+		out[i].TransitInfo = ti
+		enc.add(out[i].Point[:], f, op[i].B)
 	}
 }
