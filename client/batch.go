@@ -1,6 +1,7 @@
 package client
 
 import (
+	"filippo.io/edwards25519"
 	"github.com/gtank/ristretto255"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
@@ -58,10 +59,36 @@ func (bu *BatchUnblinder) invert() {
 	point.InvertAll(s)
 }
 
+// unblindAll computes b⁻¹·Y for the items i with want[i], encoding the
+// results together (one field inversion for the batch, point.EncodeDoubled).
+// An answer that is not a valid point gets its item's error.
+func (bu *BatchUnblinder) unblindAll(evaluated [][]byte, want []bool, out [][point.Size]byte, errs []error) {
+	bu.invert()
+	dst := make([][]byte, 0, len(bu.u))
+	pts := make([]*edwards25519.Point, 0, len(bu.u))
+	for i, u := range bu.u {
+		if !want[i] {
+			continue
+		}
+		if u == nil {
+			errs[i] = ErrInvalidPoint
+			continue
+		}
+		Y, err := point.DecodeEdwards(evaluated[i])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		dst = append(dst, out[i][:])
+		pts = append(pts, Y.ScalarMult(point.HalfScalar(point.EdwardsScalar(u.inverse())), Y))
+	}
+	point.EncodeDoubled(dst, pts)
+}
+
 // UnblindBatch unblinds the answers to a pseudonymize or convert batch.
 // evaluated[i] and transitInfos[i] answer item i; an item whose answer is
 // missing (nil point), whose blinding failed, or that is invalid gets its
-// own error.
+// own error. The results are encoded together, with one field inversion.
 func (bu *BatchUnblinder) UnblindBatch(evaluated [][]byte, transitInfos []string) ([]*pseudonym.Transit, []error) {
 	out := make([]*pseudonym.Transit, len(bu.u))
 	errs := make([]error, len(bu.u))
@@ -71,13 +98,21 @@ func (bu *BatchUnblinder) UnblindBatch(evaluated [][]byte, transitInfos []string
 		}
 		return out, errs
 	}
-	bu.invert()
+	want := make([]bool, len(bu.u))
 	for i, u := range bu.u {
 		if u == nil {
 			errs[i] = ErrInvalidPoint
 			continue
 		}
-		out[i], errs[i] = u.Unblind(evaluated[i], transitInfos[i])
+		errs[i] = checkTransitInfo(transitInfos[i])
+		want[i] = errs[i] == nil
+	}
+	pts := make([][point.Size]byte, len(bu.u))
+	bu.unblindAll(evaluated, want, pts, errs)
+	for i := range out {
+		if want[i] && errs[i] == nil {
+			out[i] = &pseudonym.Transit{Point: pts[i], Info: transitInfos[i]}
+		}
 	}
 	return out, errs
 }
@@ -92,13 +127,16 @@ func (bu *BatchUnblinder) IdentifyBatch(evaluated [][]byte) ([][]byte, []error) 
 		}
 		return out, errs
 	}
-	bu.invert()
-	for i, u := range bu.u {
-		if u == nil {
-			errs[i] = ErrInvalidPoint
-			continue
+	want := make([]bool, len(bu.u))
+	for i := range want {
+		want[i] = true
+	}
+	pts := make([][point.Size]byte, len(bu.u))
+	bu.unblindAll(evaluated, want, pts, errs)
+	for i := range out {
+		if errs[i] == nil {
+			out[i], errs[i] = point.IdentifierOf(pts[i][:])
 		}
-		out[i], errs[i] = u.Identify(evaluated[i])
 	}
 	return out, errs
 }

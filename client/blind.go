@@ -113,11 +113,8 @@ func (u *Unblinder) unblind(evaluated []byte) (*ristretto255.Element, error) {
 // pseudonym.ParseTransit: an answer that does not is refused with
 // ErrInvalidPoint, ErrMissingTransitInfo or ErrMalformedTransitInfo.
 func (u *Unblinder) Unblind(evaluated []byte, transitInfo string) (*pseudonym.Transit, error) {
-	if transitInfo == "" {
-		return nil, ErrMissingTransitInfo
-	}
-	if _, err := transit.ParseHeader(transitInfo); err != nil {
-		return nil, ErrMalformedTransitInfo
+	if err := checkTransitInfo(transitInfo); err != nil {
+		return nil, err
 	}
 	P, err := u.unblind(evaluated)
 	if err != nil {
@@ -126,6 +123,17 @@ func (u *Unblinder) Unblind(evaluated []byte, transitInfo string) (*pseudonym.Tr
 	t := &pseudonym.Transit{Info: transitInfo}
 	copy(t.Point[:], P.Bytes())
 	return t, nil
+}
+
+// checkTransitInfo checks the shape of a transitInfo the service returned.
+func checkTransitInfo(transitInfo string) error {
+	if transitInfo == "" {
+		return ErrMissingTransitInfo
+	}
+	if _, err := transit.ParseHeader(transitInfo); err != nil {
+		return ErrMalformedTransitInfo
+	}
+	return nil
 }
 
 // Identify turns the service's answer to identify into the identifier:

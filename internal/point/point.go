@@ -133,7 +133,15 @@ func Encode(v []byte) (*ristretto255.Element, error) {
 
 // Identifier extracts the identifier embedded in e by Encode.
 func Identifier(e *ristretto255.Element) ([]byte, error) {
-	b := e.Bytes()
+	return IdentifierOf(e.Bytes())
+}
+
+// IdentifierOf is Identifier for the canonical encoding b of the point
+// (Size bytes).
+func IdentifierOf(b []byte) ([]byte, error) {
+	if len(b) != Size {
+		return nil, ErrNotIdentifier
+	}
 	n := int(b[1])
 	if b[0]&1 != 0 || n == 0 || n > MaxIdentifierLen {
 		return nil, ErrNotIdentifier
