@@ -60,7 +60,7 @@ func build(dir string) error {
 func cleanEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "PSEUDONYMIZER_") {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "PSEUDONYMIZER_") || strings.HasPrefix(kv, "OTEL_") {
 			continue
 		}
 		env = append(env, kv)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/tracing"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 )
@@ -46,6 +48,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	src, storeDesc, closeStore, err := openStore(ctx, c, log)
 	if err != nil {
@@ -216,6 +223,35 @@ func restConfig(c *config) *grpcserver.RESTConfig {
 		return nil
 	}
 	return &grpcserver.RESTConfig{AllowedOrigins: c.origins()}
+}
+
+// tracingShutdownTimeout bounds the export of the spans still queued at
+// exit: a collector that is down must not hold the process.
+const tracingShutdownTimeout = 5 * time.Second
+
+// startTracing sets up OpenTelemetry tracing from the OTEL_* environment
+// (internal/tracing: off unless an OTLP collector is named) and logs
+// whether it is on and over which protocol, never the exporter's endpoint
+// or headers (OTEL_EXPORTER_OTLP_HEADERS may hold credentials). stop
+// exports the spans still queued, within tracingShutdownTimeout.
+func startTracing(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+	cfg, err := tracing.FromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	tracing.LogErrors(log)
+	shutdown, err := tracing.Setup(ctx, "pseudonymizer", buildinfo.Read().Version)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("pseudonymizer: tracing", "traces", cfg.String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), tracingShutdownTimeout)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("pseudonymizer: tracing shutdown: spans may be lost", "err", err)
+		}
+	}, nil
 }
 
 func newLogger(c *config, stderr io.Writer) (*slog.Logger, error) {

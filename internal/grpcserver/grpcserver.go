@@ -8,7 +8,8 @@
 //  1. Prometheus server metrics (go-grpc-middleware providers/prometheus):
 //     calls started and handled by method and code, latency histogram.
 //  2. Audit (internal/audit): one slog record per call, and the per-item
-//     metrics (health checks are not audited).
+//     metrics (health checks are not audited); right inside it, the
+//     attributes of the call's span, from the audit record (tracing.go).
 //  3. Recovery: a panic becomes INTERNAL "internal error"; it is logged
 //     with its type and stack frames only, never its value (which could
 //     hold request data).
@@ -57,6 +58,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -130,6 +132,9 @@ type Config struct {
 	// Logger receives the audit records and the server's events;
 	// slog.Default() when nil.
 	Logger *slog.Logger
+	// TracerProvider makes the calls' spans (tracing.go); the global
+	// provider (internal/tracing.Setup) when nil.
+	TracerProvider trace.TracerProvider
 	// Registry receives the metrics; a new registry (with the Go and
 	// process collectors) when nil.
 	Registry *prometheus.Registry
@@ -256,6 +261,7 @@ func New(cfg Config) (*Server, error) {
 		unary := []grpc.UnaryServerInterceptor{
 			srvMetrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
+			spanAnnotator{}.unary(),
 			recovery.UnaryServerInterceptor(onPanic),
 			selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authn), notHealthCheck),
 			selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
@@ -263,6 +269,7 @@ func New(cfg Config) (*Server, error) {
 		stream := []grpc.StreamServerInterceptor{
 			srvMetrics.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
+			spanAnnotator{}.stream(),
 			recovery.StreamServerInterceptor(onPanic),
 			selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authn), notHealthCheck),
 			selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
@@ -280,6 +287,7 @@ func New(cfg Config) (*Server, error) {
 	// gateway's in-process one.
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
+		tracingOption(cfg.TracerProvider),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),

@@ -93,9 +93,15 @@ func (s *secrets) count() int {
 
 // TestNoSecretInLogsOrMetrics runs 1,000 calls of every kind, some failing,
 // and checks that no identifier, point, transitInfo or key shows in the
-// logs or the metrics.
+// logs, the metrics or the spans (every span the server makes, as an
+// exporter would receive it: tracing_test.go).
 func TestNoSecretInLogsOrMetrics(t *testing.T) {
-	e := newEnv(t, func(c *grpcserver.Config) { c.Rate, c.Burst = 1e6, 1e6; c.MaxBatch = 5 })
+	sink := newSpanSink()
+	e := newEnv(t, func(c *grpcserver.Config) {
+		c.Rate, c.Burst = 1e6, 1e6
+		c.MaxBatch = 5
+		c.TracerProvider = sink.provider()
+	})
 	ctx := context.Background()
 	sec := &secrets{}
 	for _, spec := range testSpecs {
@@ -276,11 +282,23 @@ func TestNoSecretInLogsOrMetrics(t *testing.T) {
 		!strings.Contains(metrics, `grpc_server_handled_total`) {
 		t.Fatalf("metrics lack the expected series:\n%s", metrics)
 	}
-	t.Logf("%d secret encodings checked against %d bytes of logs and %d bytes of metrics", sec.count(), len(logs), len(metrics))
+	ended := sink.all(t)
+	if len(ended) < calls {
+		t.Fatalf("%d spans for %d calls", len(ended), calls)
+	}
+	spans := dumpSpans(t, ended)
+	if !strings.Contains(spans, `pseudonymizer.outcome=ERROR_REASON_BATCH_TOO_LARGE`) || !strings.Contains(spans, `pseudonymizer.failed_items=3`) {
+		t.Fatal("the spans lack the expected attributes")
+	}
+	t.Logf("%d secret encodings checked against %d bytes of logs, %d bytes of metrics and %d bytes of spans",
+		sec.count(), len(logs), len(metrics), len(spans))
 	if what, found := sec.find(logs); found {
 		t.Errorf("the logs contain a %s", what)
 	}
 	if what, found := sec.find(metrics); found {
 		t.Errorf("the metrics contain a %s", what)
+	}
+	if what, found := sec.find(spans); found {
+		t.Errorf("the spans contain a %s", what)
 	}
 }
