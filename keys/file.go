@@ -308,6 +308,14 @@ func (s *FileStore) SetLifetimes(ctx context.Context, domain string, ttl, maxLif
 	})
 }
 
+// SetDisabled implements [Admin].
+func (s *FileStore) SetDisabled(ctx context.Context, domain string, disabled bool) error {
+	return s.updateDomain(domain, func(d *Domain) error {
+		d.Disabled = disabled
+		return nil
+	})
+}
+
 // setLifetimes sets the non-zero ones of ttl and maxLifetime on d.
 func setLifetimes(d *Domain, ttl, maxLifetime time.Duration) error {
 	if ttl < 0 || maxLifetime < 0 {
@@ -493,6 +501,7 @@ type fileDomain struct {
 	Scalar      []byte      `json:"scalar"`
 	Transit     fileTransit `json:"transit"`
 	Policy      Policy      `json:"policy"`
+	Disabled    bool        `json:"disabled,omitempty"`
 }
 
 type fileTransit struct {
@@ -579,6 +588,7 @@ func (fd *fileDomain) domain(name string) (*Domain, error) {
 		Scalar:      Secret(fd.Scalar),
 		Transit:     Transit{Active: fd.Transit.Active, Keys: make(map[string]Secret, len(fd.Transit.Keys))},
 		Policy:      fd.Policy,
+		Disabled:    fd.Disabled,
 	}
 	for kid, k := range fd.Transit.Keys {
 		d.Transit.Keys[kid] = Secret(k)
@@ -601,6 +611,7 @@ func toFileDomain(d *Domain) *fileDomain {
 		Scalar:      []byte(d.Scalar),
 		Transit:     fileTransit{Active: d.Transit.Active, ActiveSince: FormatActiveSince(d.Transit.ActiveSince), Keys: make(map[string][]byte, len(d.Transit.Keys))},
 		Policy:      d.Policy,
+		Disabled:    d.Disabled,
 	}
 	for kid, k := range d.Transit.Keys {
 		fd.Transit.Keys[kid] = []byte(k)

@@ -140,6 +140,11 @@ type Domain struct {
 	Share   Multiplier
 	Transit Transit
 	Policy  Policy
+	// Disabled domains keep their keys, but the service refuses every call
+	// on them as for a domain that does not exist, until they are enabled
+	// again (with the same keys: the same pseudonyms). Stores keep it as
+	// "disabled": true in a domain's meta, absent when false.
+	Disabled bool
 	// Generation changes whenever any of the above changes, so that
 	// consumers can cache what they derive from a snapshot.
 	Generation uint64

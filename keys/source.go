@@ -83,6 +83,9 @@ type Admin interface {
 	// value keeps the current one. The result must be valid (a max
 	// lifetime, when set, is at least the ttl): ErrInvalid otherwise.
 	SetLifetimes(ctx context.Context, domain string, ttl, maxLifetime time.Duration) error
+	// SetDisabled disables a domain (the service refuses every call on it,
+	// as for an unknown domain; its keys stay) or enables it again.
+	SetDisabled(ctx context.Context, domain string, disabled bool) error
 	// DeleteDomain removes a domain and all its keys, scalar included: it
 	// is no longer listed, so services and owners drop it, and its
 	// pseudonyms can never be identified or converted again. Owner keys

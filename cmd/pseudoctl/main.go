@@ -39,6 +39,8 @@ const usage = `Usage:
     pseudoctl [store flags] domain set-policy <name> [-pseudonymize p1,p2]
                   [-identify p1,p2] [-owners o1,o2] [-convert target=p1,p2 ...]
     pseudoctl [store flags] domain set-ttl <name> [-ttl 5m] [-max-lifetime 24h]
+    pseudoctl [store flags] domain disable <name>
+    pseudoctl [store flags] domain enable <name>
     pseudoctl [store flags] domain delete <name> -yes
     pseudoctl [store flags] transit-key rotate <domain>
     pseudoctl [store flags] transit-key retire [-force] <domain> <kid>
@@ -80,6 +82,12 @@ domain set-policy replaces the lists it is given and keeps the others; an
 empty list ("") clears one; -convert replaces every convert target. It
 checks the new policy against every domain, like domain create. set-ttl
 changes the ttl and/or the max lifetime.
+
+domain disable stops the service from serving a domain, reversibly:
+every call on it is refused as for a domain that does not exist (services
+notice at their next poll), while all its keys stay; domain enable serves
+it again, with the same keys, so the same pseudonyms. Its owners keep
+opening what they hold.
 
 domain delete removes the domain and all its keys, its scalar included:
 services drop it at their next poll, and its pseudonyms can never be
@@ -264,6 +272,8 @@ var commands = map[string]func(*call) error{
 	"domain set-policy":     domainSetPolicy,
 	"domain set-ttl":        domainSetTTL,
 	"domain delete":         domainDelete,
+	"domain disable":        domainDisable,
+	"domain enable":         domainEnable,
 	"domain split":          domainSplit,
 	"domain refresh-shares": domainRefreshShares,
 	"transit-key rotate":    transitKeyRotate,
@@ -448,6 +458,25 @@ func domainDelete(c *call) error {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "domain %s deleted; services drop it at their next poll\n", pos[0])
+		return nil
+	})
+}
+
+func domainDisable(c *call) error { return setDisabled(c, true) }
+
+func domainEnable(c *call) error { return setDisabled(c, false) }
+
+// setDisabled disables or enables the domain named on the command line.
+func setDisabled(c *call, disabled bool) error {
+	return c.withStore(1, func(st store, pos []string) error {
+		if err := st.SetDisabled(c.ctx, pos[0], disabled); err != nil {
+			return err
+		}
+		if disabled {
+			fmt.Fprintf(c.stdout, "domain %s disabled: services refuse its calls from their next poll; its keys are kept (domain enable %s)\n", pos[0], pos[0])
+		} else {
+			fmt.Fprintf(c.stdout, "domain %s enabled: services serve it again from their next poll, with the same keys\n", pos[0])
+		}
 		return nil
 	})
 }
@@ -714,6 +743,8 @@ type domainInfo struct {
 	// domain's shares.
 	Mode   string     `json:"mode"`
 	Shares *shareInfo `json:"shares,omitempty"`
+	// Disabled: the service refuses every call on the domain.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 type shareInfo struct {
@@ -740,6 +771,7 @@ func show(w io.Writer, d *keys.Domain, ss *vault.ShareStatus, asJSON bool) error
 		Policy:             d.Policy,
 		Generation:         d.Generation,
 		Mode:               d.Mode.String(),
+		Disabled:           d.Disabled,
 	}
 	if ss != nil && ss.Plugin != nil {
 		info.Shares = &shareInfo{Service: ss.ServiceGeneration, Plugin: ss.Plugin.Generation, PluginPrevious: ss.Plugin.PreviousGeneration,
@@ -771,6 +803,9 @@ func show(w io.Writer, d *keys.Domain, ss *vault.ShareStatus, asJSON bool) error
 	}
 	fmt.Fprintf(w, "generation:    %d\n", info.Generation)
 	fmt.Fprintf(w, "mode:          %s\n", info.Mode)
+	if info.Disabled {
+		fmt.Fprintf(w, "status:        disabled (the service refuses its calls; pseudoctl domain enable %s)\n", info.Name)
+	}
 	if s := info.Shares; s != nil {
 		fmt.Fprintf(w, "shares:        service k1 generation %d; plugin k2 generation %d", s.Service, s.Plugin)
 		if s.PluginPrevious != 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,29 @@ func script(t *testing.T, env map[string]string, store ...string) {
 	fails(t, env, 1, "shorter than the ttl", with("domain", "set-ttl", "x_v1", "-ttl", "48h")...)
 	if out := ok(t, env, with("domain", "set-ttl", "x_v1", "-ttl", "1h", "-max-lifetime", "48h")...); !strings.Contains(out, "ttl 1h0m0s, max lifetime 48h0m0s") {
 		t.Fatalf("set-ttl: %s", out)
+	}
+	// Disabling is reversible and keeps the keys.
+	before := ok(t, env, with("domain", "show", "-json", "x_v1")...)
+	if out := ok(t, env, with("domain", "disable", "x_v1")...); !strings.Contains(out, "domain x_v1 disabled") {
+		t.Fatalf("disable: %s", out)
+	}
+	if out := ok(t, env, with("domain", "show", "x_v1")...); !strings.Contains(out, "status:        disabled") {
+		t.Fatalf("show a disabled domain: %s", out)
+	}
+	fails(t, env, 1, "unknown domain", with("domain", "disable", "nope_v1")...)
+	if out := ok(t, env, with("domain", "enable", "x_v1")...); !strings.Contains(out, "domain x_v1 enabled") {
+		t.Fatalf("enable: %s", out)
+	}
+	var b, a domainInfo
+	if err := json.Unmarshal([]byte(before), &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(ok(t, env, with("domain", "show", "-json", "x_v1")...)), &a); err != nil {
+		t.Fatal(err)
+	}
+	b.Generation, a.Generation = 0, 0 // a new version of the meta
+	if a.Disabled || fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("disable then enable changed the domain: %+v → %+v", b, a)
 	}
 	// Deleting wants -yes; the domain is then no longer listed.
 	fails(t, env, 2, "add -yes to confirm", with("domain", "delete", "x_v1")...)

@@ -154,6 +154,10 @@ func (s *handler) domain(name string) (*prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	if kd.Disabled {
+		// A disabled domain is served as one that does not exist.
+		return nil, keys.ErrUnknownDomain
+	}
 	if v, ok := s.prepared.Load(name); ok {
 		if p := v.(*prepared); p.generation == kd.Generation {
 			return p, nil

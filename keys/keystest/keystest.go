@@ -207,6 +207,25 @@ func testSettings(t *testing.T, s keys.Admin, od *keys.Domain) {
 	if d, err = s.Domain(ctx, od.Name); err != nil || fmt.Sprint(d.Policy) != fmt.Sprint(od.Policy) || d.TTL != od.TTL {
 		t.Fatalf("after restoring: %v %+v, %v", d, d.Policy, err)
 	}
+
+	// Disable and enable: the flag changes the generation, nothing else.
+	before := d
+	if err := s.SetDisabled(ctx, od.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = s.Domain(ctx, od.Name); err != nil || !d.Disabled || d.Generation == before.Generation ||
+		!bytes.Equal(d.Scalar, before.Scalar) || d.Transit.Active != before.Transit.Active {
+		t.Fatalf("after SetDisabled(true): %v, %v", d, err)
+	}
+	if err := s.SetDisabled(ctx, "nope", true); !errors.Is(err, keys.ErrUnknownDomain) {
+		t.Fatalf("SetDisabled(unknown domain) = %v", err)
+	}
+	if err := s.SetDisabled(ctx, od.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = s.Domain(ctx, od.Name); err != nil || d.Disabled || !bytes.Equal(d.Scalar, before.Scalar) {
+		t.Fatalf("after SetDisabled(false): %v, %v", d, err)
+	}
 }
 
 // testDelete creates, deletes and re-creates a scratch domain.

@@ -95,6 +95,8 @@ type metaJSON struct {
 	Policy      keys.Policy `json:"policy"`
 	// Mode is "split" for a split domain, absent for single (see keys.Mode).
 	Mode string `json:"mode,omitempty"`
+	// Disabled is keys.Domain.Disabled.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // lifetimes decodes the ttl (keys.DefaultTTL when absent) and the max
@@ -298,6 +300,7 @@ func (s *Store) Domain(ctx context.Context, name string) (*keys.Domain, error) {
 		Audience: m.Audience,
 		Transit:  keys.Transit{Active: m.Active, Keys: make(map[string]keys.Secret, len(m.Accepted))},
 		Policy:   m.Policy,
+		Disabled: m.Disabled,
 	}
 	if d.TTL, d.MaxLifetime, err = m.lifetimes(name); err != nil {
 		return nil, err
@@ -673,7 +676,7 @@ func (s *Store) OwnerKey(ctx context.Context, owner, domain string) (keys.Secret
 
 // settings returns the settings of domain name in m, for validation.
 func (m *metaJSON) settings(name string) (*keys.Domain, error) {
-	d := &keys.Domain{Name: name, Audience: m.Audience, Policy: m.Policy}
+	d := &keys.Domain{Name: name, Audience: m.Audience, Policy: m.Policy, Disabled: m.Disabled}
 	var err error
 	if d.TTL, d.MaxLifetime, err = m.lifetimes(name); err != nil {
 		return nil, err
@@ -701,6 +704,7 @@ func (s *Store) updateMeta(ctx context.Context, name string, f func(d *keys.Doma
 	m.TTL = d.TTL.String()
 	m.MaxLifetime = keys.FormatMaxLifetime(d.MaxLifetime)
 	m.Policy = d.Policy
+	m.Disabled = d.Disabled
 	return s.put(ctx, metaPath(name), m, mv.n)
 }
 
@@ -724,6 +728,14 @@ func (s *Store) SetLifetimes(ctx context.Context, name string, ttl, maxLifetime 
 		if maxLifetime > 0 {
 			d.MaxLifetime = maxLifetime
 		}
+		return nil
+	})
+}
+
+// SetDisabled implements keys.Admin.
+func (s *Store) SetDisabled(ctx context.Context, name string, disabled bool) error {
+	return s.updateMeta(ctx, name, func(d *keys.Domain) error {
+		d.Disabled = disabled
 		return nil
 	})
 }
