@@ -353,7 +353,7 @@ func New(cfg Config) (*Server, error) {
 		inproc := grpc.NewServer(append(slices.Clip(opts), grpc.ChainUnaryInterceptor(gwUnary...), grpc.ChainStreamInterceptor(gwStream...))...)
 		inproc.RegisterService(deferDecoding(pb.Pseudonymizer_ServiceDesc), handler)
 		var err error
-		s.rest, err = newGateway(*cfg.REST, cfg.Auth, cfg.Auth.Bearer(), auditor, log, inproc, cfg.MaxRecvMsgSize, cfg.MaxBatch)
+		s.rest, err = newGateway(*cfg.REST, cfg.Auth, cfg.Auth.Bearer(), auditor, log, inproc, cfg.MaxRecvMsgSize, cfg.MaxBatch, cfg.TracerProvider)
 		if err != nil {
 			return nil, err
 		}

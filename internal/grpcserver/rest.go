@@ -17,6 +17,11 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/rs/cors"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -145,7 +150,7 @@ type gateway struct {
 // listener, connects the grpc-gateway mux to it, and builds the HTTP
 // handler.
 func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *audit.Logger, log *slog.Logger,
-	inproc *grpc.Server, maxMsg int, maxBatch int) (*gateway, error) {
+	inproc *grpc.Server, maxMsg int, maxBatch int, tp trace.TracerProvider) (*gateway, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = MaxRESTBodyFor(maxBatch)
 	}
@@ -188,7 +193,11 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithMetadata(func(ctx context.Context, _ *http.Request) metadata.MD {
 			c, _ := restCallFrom(ctx)
-			return metadata.Pairs(gatewayPrincipalKey, c.principal)
+			md := metadata.Pairs(gatewayPrincipalKey, c.principal)
+			// The trace context of the HTTP server span (otelhttp, below),
+			// so that the in-process call's span is its child.
+			traceContext.Inject(ctx, mdCarrier(md))
+			return md
 		}),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
@@ -223,8 +232,50 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 		ExposedHeaders: []string{"Retry-After", "WWW-Authenticate"},
 		MaxAge:         600,
 	})
-	g.handler = g.checkOrigin(c.Handler(root))
+	// An HTTP server span per request (otelhttp: method, route, status;
+	// no body, no query), parent of the in-process call's span; the
+	// caller's traceparent, if any, is its parent. Metrics stay
+	// Prometheus'.
+	g.handler = otelhttp.NewHandler(g.checkOrigin(c.Handler(root)), "pseudonymizer.rest",
+		otelhttp.WithTracerProvider(tracerProvider(tp)),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
+		otelhttp.WithPropagators(traceContext),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "REST " + r.Method }),
+	)
 	return g, nil
+}
+
+// traceContext is how a trace context travels: W3C traceparent and
+// tracestate only (no baggage: caller-chosen data the service has no use
+// for), whatever the global propagator.
+var traceContext = propagation.TraceContext{}
+
+// tracerProvider is tp, or the global provider when nil.
+func tracerProvider(tp trace.TracerProvider) trace.TracerProvider {
+	if tp == nil {
+		return otel.GetTracerProvider()
+	}
+	return tp
+}
+
+// mdCarrier carries a trace context in gRPC metadata.
+type mdCarrier metadata.MD
+
+func (c mdCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c mdCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // checkOrigin refuses requests from browser origins that are not allowed.

@@ -115,6 +115,7 @@ func tracingOption(tp trace.TracerProvider) grpc.ServerOption {
 	return grpc.StatsHandler(statusOnly{otelgrpc.NewServerHandler(
 		otelgrpc.WithTracerProvider(tp), // nil: the global provider
 		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+		otelgrpc.WithPropagators(traceContext), // rest.go
 		otelgrpc.WithFilter(filters.All(
 			filters.Not(filters.HealthCheck()),
 			func(info *stats.RPCTagInfo) bool { return tracedMethods[info.FullMethodName] },

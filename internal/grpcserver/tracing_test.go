@@ -407,19 +407,48 @@ func TestSpansOfRESTCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := protojson.Marshal(&pb.PseudonymizeRequest{Items: []*pb.PseudonymizeItem{{Id: "item-a7", Blinded: good}, {Id: "b", Blinded: make([]byte, 32)}}})
-	if r := restCall(t, &http.Client{}, "POST", base+"/pseudo/v1/domains/rx_v1/pseudonymize", map[string]string{auth.DevPrincipalHeader: "prescriber"}, b); r.code != 200 {
+	// The caller's trace context (W3C traceparent) is the parent of the
+	// HTTP server span (otelhttp), itself the parent of the call's span.
+	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	r := restCall(t, &http.Client{}, "POST", base+"/pseudo/v1/domains/rx_v1/pseudonymize", map[string]string{
+		auth.DevPrincipalHeader: "prescriber", "traceparent": "00-" + traceID + "-" + callerSpan + "-01",
+	}, b)
+	if r.code != 200 {
 		t.Fatalf("HTTP %d %s", r.code, r.body)
 	}
-	spans := sink.wait(t, "the REST call's span", func(started []string, ended []sdktrace.ReadOnlySpan) bool {
-		return len(ended) == len(started) && len(ended) > before
+	var resp pb.PseudonymizeResponse
+	if err := protojson.Unmarshal(r.body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	spans := sink.wait(t, "the REST call's spans", func(started []string, ended []sdktrace.ReadOnlySpan) bool {
+		return len(ended) == len(started) && len(ended) >= before+2
 	})[before:]
-	wantSpan(t, "REST Pseudonymize", spanOf(t, spans, "Pseudonymize"), map[string]string{
+	call := spanOf(t, spans, "Pseudonymize")
+	wantSpan(t, "REST Pseudonymize", call, map[string]string{
 		"pseudonymizer.operation": "pseudonymize", "pseudonymizer.domain": "rx_v1",
 		"pseudonymizer.items": "2", "pseudonymizer.failed_items": "1", "pseudonymizer.outcome": "ok",
 	}, false)
+	var httpSpan sdktrace.ReadOnlySpan
+	for _, sp := range spans {
+		if sp.Name() == "REST POST" {
+			httpSpan = sp
+		}
+	}
+	if httpSpan == nil || httpSpan.SpanKind() != trace.SpanKindServer {
+		t.Fatalf("no HTTP server span:\n%s", dumpSpans(t, spans))
+	}
+	if httpSpan.SpanContext().TraceID().String() != traceID || httpSpan.Parent().SpanID().String() != callerSpan {
+		t.Errorf("the HTTP span is not the child of the caller's: trace %s parent %s", httpSpan.SpanContext().TraceID(), httpSpan.Parent().SpanID())
+	}
+	if call.Parent().SpanID() != httpSpan.SpanContext().SpanID() || call.SpanContext().TraceID() != httpSpan.SpanContext().TraceID() {
+		t.Errorf("the call's span is not the child of the HTTP span")
+	}
 	sec := &secrets{}
 	sec.add("identifier", id)
 	sec.add("blinded point", good)
+	sec.add("item id", []byte("item-a7"))
+	sec.add("evaluated point", resp.GetResults()[0].GetEvaluated().GetPoint())
+	sec.add("transitInfo", []byte(resp.GetResults()[0].GetEvaluated().GetTransitInfo()))
 	if what, found := sec.find(dumpSpans(t, spans)); found {
 		t.Errorf("the span contains a %s", what)
 	}
