@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -222,11 +223,15 @@ func startRun(t *testing.T, args []string) (addr string, stdout *syncBuffer) {
 func TestRunDev(t *testing.T) {
 	dataDir := t.TempDir()
 	addr, stdout := startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "", "-data-dir", dataDir})
-	for _, want := range []string{"grpcurl -plaintext", "go run ./cmd/pseudo -addr " + addr + " -insecure -principal alice pseudonymize -domain " + keys.DemoDomain} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("the hint lacks %q:\n%s", want, stdout.String())
+	// The hint follows the "serving" line that startRun waited for.
+	waitfor.State(t, 10*time.Second, "the development hint", func() (bool, string) {
+		for _, want := range []string{"grpcurl -plaintext", "go run ./cmd/pseudo -addr " + addr + " -insecure -principal alice pseudonymize -domain " + keys.DemoDomain} {
+			if !strings.Contains(stdout.String(), want) {
+				return false, fmt.Sprintf("the hint lacks %q:\n%s", want, stdout.String())
+			}
 		}
-	}
+		return true, ""
+	})
 	fi, err := os.Stat(filepath.Join(dataDir, "keys.json"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v, %v", fi, err)
