@@ -20,7 +20,9 @@ import (
 // inProcess is a development server started by -inprocess: the server of
 // cmd/pseudonymizer -dev -rate 0 (demo domain in a temporary key file,
 // plaintext on a loopback port, audit records formatted and discarded), and
-// its /metrics on another loopback port.
+// its /metrics on another loopback port. The key file also holds
+// DemoDomain2, a new version of the demo domain, into which the demo
+// domain's owners may convert.
 type inProcess struct {
 	addr       string
 	metricsURL string
@@ -50,6 +52,9 @@ func startInProcess(ctx context.Context, tlsCfg *tls.Config) (_ *inProcess, err 
 		return nil, err
 	}
 	if _, err := fs.EnsureDemo(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := fs.NewVersion(ctx, keys.DemoDomain, DemoDomain2); err != nil {
 		return nil, err
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))

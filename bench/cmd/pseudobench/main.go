@@ -3,22 +3,31 @@
 // ScalarMult measured on the same machine in the same run.
 //
 // It sends pre-blinded points (made before the timed phase, so that its own
-// cryptography does not compete with the server for CPU) in batches of the
-// given sizes from the given number of concurrent callers, either as fast as
-// the server answers (closed loop) or at a target rate (open loop, for
-// latency at a given load). For each run it prints the throughput in items
-// per second, the latency percentiles of a call, the errors, the server's
-// resident memory and CPU time, and the throughput as a fraction of the
-// ceiling cores ÷ ScalarMult: the rate at which the server's cores could do
-// nothing but the one scalar multiplication that each item needs.
+// cryptography does not compete with the server for CPU), and for identify
+// and convert transit pseudonyms made from them through the service, in
+// batches of the given sizes from the given number of concurrent callers,
+// as unary calls or as messages on one bidirectional stream per caller,
+// either as fast as the server answers (closed loop) or at a target rate
+// (open loop, for latency at a given load). For each run it prints the
+// throughput in items per second, the latency percentiles of a call, the
+// errors, the server's resident memory and CPU time, and the throughput as
+// a fraction of the ceiling cores ÷ ScalarMult: the rate at which the
+// server's cores could do nothing but the one scalar multiplication that
+// each item needs.
+//
+// -mix drives the prescription traffic mix (Poisson arrivals, 1–3 items,
+// 80 % pseudonymize, 20 % identify) and searches the highest rate whose p99
+// stays within 5 ms; -soak holds a steady rate for minutes and reports the
+// drift of the server's RSS and goroutines.
 //
 //	go -C bench run ./cmd/pseudobench -addr 127.0.0.1:50051 -metrics http://127.0.0.1:9090/metrics
+//	go -C bench run ./cmd/pseudobench -inprocess -op identify,convert-stream -runs 1x4,100x2
 //	go -C bench run ./cmd/pseudobench -inprocess -cpuprofile /tmp/cpu.out
 //
 // It lives in the bench module (like cmd/compare and cmd/report, which
 // read its -json output), not among the product's commands.
-// scripts/bench.sh runs the standard matrix; docs/benchmarks.md explains
-// every number.
+// scripts/bench.sh runs the standard set, with the server and pseudobench
+// pinned to separate CPUs; docs/benchmarks.md explains every number.
 package main
 
 import (

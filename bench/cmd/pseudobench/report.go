@@ -12,7 +12,9 @@ import (
 )
 
 // schemaVersion changes when a field of report changes meaning or goes.
-const schemaVersion = 1
+// 2: target.op became target.ops (every operation of the invocation); runs
+// may be of any operation.
+const schemaVersion = 2
 
 // report is the JSON output (-json); docs/benchmarks.md documents it.
 type report struct {
@@ -22,6 +24,10 @@ type report struct {
 	Finished      time.Time `json:"finished"`
 	Host          host      `json:"host"`
 	Target        target    `json:"target"`
+	// Pinning is -pinning: where the server and pseudobench ran
+	// (scripts/bench.sh: "pinned: server cpu 0, generator cpu 1" or
+	// "unpinned"); "" when not stated.
+	Pinning string `json:"pinning,omitempty"`
 	// Cores is the server's GOMAXPROCS (-cores); ServerGOMAXPROCS is what
 	// the server's metrics said, when they did.
 	Cores            int     `json:"cores"`
@@ -38,29 +44,112 @@ type report struct {
 	// PrepareSec is the untimed time spent making the inputs.
 	PrepareSec float64     `json:"prepare_s"`
 	Runs       []runResult `json:"runs"`
+	Mix        *mixResult  `json:"mix,omitempty"`
+	Soak       *soakResult `json:"soak,omitempty"`
+}
+
+// mixResult is the prescription mix (-mix): its definition, each step of
+// the search (or the one run of -mix-rate), and the highest rate that
+// passed.
+type mixResult struct {
+	Arrivals      string  `json:"arrivals"` // "poisson"
+	IdentifyShare float64 `json:"identify_share"`
+	ItemsMin      int     `json:"items_min"`
+	ItemsMax      int     `json:"items_max"`
+	Callers       int     `json:"callers"`
+	P99BoundMs    float64 `json:"p99_bound_ms"`
+	// Search is false for -mix-rate (one step, nothing searched).
+	Search bool `json:"search"`
+	// MaxCallsPerSec is the highest target rate of a step that passed
+	// (p99 within the bound, no error, every call sent), 0 if none did;
+	// MaxItemsPerSec and MaxLatencyMs are what that step measured.
+	// FailedCallsPerSec is the lowest rate that failed above it (0 if the
+	// search never failed: the ramp ran out of steps); Converged says
+	// whether the two are within 5 %.
+	MaxCallsPerSec    float64     `json:"max_calls_per_s"`
+	MaxItemsPerSec    float64     `json:"max_items_per_s"`
+	MaxLatencyMs      *latency    `json:"max_latency_ms,omitempty"`
+	FailedCallsPerSec float64     `json:"failed_calls_per_s,omitempty"`
+	Converged         bool        `json:"converged"`
+	Steps             []runResult `json:"steps"`
+}
+
+// soakResult is the soak (-soak): the whole run, per-window numbers and
+// the server's RSS and goroutines over time.
+type soakResult struct {
+	Run          runResult    `json:"run"`
+	WindowSec    float64      `json:"window_s"`
+	SampleSec    float64      `json:"sample_s"`
+	Windows      []soakWindow `json:"windows"`
+	Samples      []soakSample `json:"samples,omitempty"`
+	SampleErrors int          `json:"sample_errors,omitempty"`
+	// RSS and Goroutines are nil when the server was not sampled (no
+	// -metrics, -pid or -inprocess; goroutines need the metrics).
+	RSS        *drift `json:"rss_bytes,omitempty"`
+	Goroutines *drift `json:"goroutines,omitempty"`
+}
+
+// soakWindow is one window of the soak, calls counted by the time they
+// were due.
+type soakWindow struct {
+	StartSec       float64 `json:"start_s"`
+	Calls          uint64  `json:"calls"`
+	Items          uint64  `json:"items"`
+	Errors         uint64  `json:"errors"`
+	P50Ms          float64 `json:"p50_ms"`
+	P99Ms          float64 `json:"p99_ms"`
+	MaxMs          float64 `json:"max_ms"`
+	RSSMeanBytes   float64 `json:"rss_mean_bytes,omitempty"`
+	GoroutinesMean float64 `json:"goroutines_mean,omitempty"`
+}
+
+// soakSample is one sample of the server, TSec after the start of the
+// measured time.
+type soakSample struct {
+	TSec       float64 `json:"t_s"`
+	RSSBytes   float64 `json:"rss_bytes"`
+	Goroutines float64 `json:"goroutines,omitempty"`
+}
+
+// drift summarizes a sampled quantity: the first, last and largest
+// sample, the means of the samples of the first and of the last window,
+// and DriftPct = (LastWindowMean − FirstWindowMean) ÷ FirstWindowMean × 100.
+type drift struct {
+	First           float64 `json:"first"`
+	Last            float64 `json:"last"`
+	Max             float64 `json:"max"`
+	FirstWindowMean float64 `json:"first_window_mean"`
+	LastWindowMean  float64 `json:"last_window_mean"`
+	DriftPct        float64 `json:"drift_pct"`
 }
 
 type host struct {
-	Hostname     string `json:"hostname"`
-	OS           string `json:"os"`
-	Arch         string `json:"arch"`
-	CPU          string `json:"cpu,omitempty"`
+	Hostname string `json:"hostname"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+	CPU      string `json:"cpu,omitempty"`
+	// NumCPU is the machine's CPU count (CPUsAllowed are those
+	// pseudobench may use).
 	NumCPU       int    `json:"num_cpu"`
 	GoVersion    string `json:"go_version"`
 	LoadAvgStart string `json:"loadavg_start,omitempty"`
 	LoadAvgEnd   string `json:"loadavg_end,omitempty"`
+	// CPUsAllowed is the CPU affinity of pseudobench (Linux
+	// Cpus_allowed_list), "" elsewhere.
+	CPUsAllowed string `json:"cpus_allowed,omitempty"`
 }
 
 type target struct {
-	Addr      string `json:"addr"`
-	InProcess bool   `json:"in_process,omitempty"`
-	TLS       bool   `json:"tls"`
-	MTLS      bool   `json:"mtls"`
-	Domain    string `json:"domain"`
-	Op        string `json:"op"`
-	Conns     int    `json:"conns"`
-	Points    int    `json:"points"`
-	Stats     string `json:"server_stats,omitempty"` // "metrics", "proc" or ""
+	Addr      string   `json:"addr"`
+	InProcess bool     `json:"in_process,omitempty"`
+	TLS       bool     `json:"tls"`
+	MTLS      bool     `json:"mtls"`
+	Domain    string   `json:"domain"`
+	ToDomain  string   `json:"to_domain,omitempty"` // convert
+	Ops       []string `json:"ops"`
+	Conns     int      `json:"conns"`
+	Points    int      `json:"points"`
+	Stats     string   `json:"server_stats,omitempty"` // "metrics", "proc" or ""
 }
 
 // runResult is one run of the matrix.
@@ -85,6 +174,11 @@ type runResult struct {
 	LateCalls   uint64            `json:"late_calls,omitempty"`
 	UnsentCalls uint64            `json:"unsent_calls,omitempty"`
 	LatencyMs   latency           `json:"latency_ms"`
+	// LatencyByOpMs splits the latency by RPC (the mix).
+	LatencyByOpMs map[string]latency `json:"latency_by_op_ms,omitempty"`
+	// Pass is set for the steps of the mix: p99 within the bound, no
+	// error, every call sent.
+	Pass *bool `json:"pass,omitempty"`
 
 	// ScalarMultNs was timed right after the run (0 while profiling). The
 	// ratios use the report's ScalarMultNs (the median of all timings):
@@ -114,8 +208,16 @@ type latency struct {
 	P50  float64 `json:"p50"`
 	P90  float64 `json:"p90"`
 	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
 	Max  float64 `json:"max"`
 	Mean float64 `json:"mean"`
+}
+
+func latencyOf(h *histogram) latency {
+	return latency{
+		P50: ms(h.quantile(0.50)), P90: ms(h.quantile(0.90)), P99: ms(h.quantile(0.99)),
+		P999: ms(h.quantile(0.999)), Max: ms(h.max), Mean: ms(h.mean()),
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -124,14 +226,29 @@ func newHost() host {
 	h := host{OS: runtime.GOOS, Arch: runtime.GOARCH, NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
 	h.Hostname, _ = os.Hostname()
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		// runtime.NumCPU counts the CPUs this process may use (its
+		// affinity); the machine's are the processors listed here.
+		n := 0
 		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			k, v, ok := strings.Cut(line, ":")
+			switch k = strings.TrimSpace(k); {
+			case !ok:
+			case k == "model name" && h.CPU == "":
 				h.CPU = strings.TrimSpace(v)
-				break
+			case k == "processor":
+				n++
+			}
+		}
+		h.NumCPU = max(h.NumCPU, n)
+	}
+	h.LoadAvgStart = loadAvg()
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+				h.CPUsAllowed = strings.TrimSpace(v)
 			}
 		}
 	}
-	h.LoadAvgStart = loadAvg()
 	return h
 }
 
@@ -169,8 +286,20 @@ func runName(op string, batch, concurrency int, load float64, calibration bool) 
 }
 
 func printHeader(w io.Writer, r *report) {
-	fmt.Fprintf(w, "pseudobench: %s %s on %s (%s)\n", r.Target.Op, r.Target.Domain, r.Target.Addr, transport(r.Target))
+	fmt.Fprintf(w, "pseudobench: %s in %s on %s (%s)\n", strings.Join(r.Target.Ops, ", "), r.Target.Domain, r.Target.Addr, transport(r.Target))
 	fmt.Fprintf(w, "machine: %s, %d CPUs, %s; load average %s\n", orUnknown(r.Host.CPU), r.Host.NumCPU, r.Host.GoVersion, orUnknown(r.Host.LoadAvgStart))
+	fmt.Fprintf(w, "mode: %s; ceiling for %s of the server\n", pinning(r), plural(r.Cores, "core"))
+}
+
+// pinning describes where the server and the generator ran.
+func pinning(r *report) string {
+	switch {
+	case r.Pinning != "":
+		return r.Pinning
+	case r.Target.InProcess:
+		return "in-process (server and generator in one process)"
+	}
+	return "placement not stated (-pinning)"
 }
 
 func transport(t target) string {
@@ -192,8 +321,28 @@ func orUnknown(s string) string {
 	return s
 }
 
-// printTable prints the runs as an aligned table.
+// printTable prints the runs as an aligned table, then the mix and the
+// soak.
 func printTable(w io.Writer, r *report) {
+	fmt.Fprintf(w, "mode: %s\n", pinning(r))
+	if len(r.Runs) > 0 {
+		printRuns(w, r)
+	}
+	if r.Mix != nil {
+		printMix(w, r.Mix)
+	}
+	if r.Soak != nil {
+		printSoak(w, r.Soak)
+	}
+	if r.Target.InProcess {
+		fmt.Fprintln(w, "in-process: RSS and CPU are those of the whole process, load generator included")
+	}
+	fmt.Fprintf(w, "ScalarMult %.0f ns (median of %d timings, %.0f–%.0f); ceiling %s ÷ ScalarMult = %.0f items/s; load average %s → %s\n",
+		r.ScalarMultNs, r.ScalarMultTimings, r.ScalarMultMinNs, r.ScalarMultMaxNs, plural(r.Cores, "core"), r.CeilingItemsPerSec,
+		orUnknown(r.Host.LoadAvgStart), orUnknown(r.Host.LoadAvgEnd))
+}
+
+func printRuns(w io.Writer, r *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "run\tbatch\tconc\ttarget calls/s\tcalls\titems/s\t× ceiling\tp50 ms\tp90 ms\tp99 ms\terrors\tRSS MiB\tsrv CPU/item\tsrv-bound × ceiling\t")
 	for _, x := range r.Runs {
@@ -214,10 +363,78 @@ func printTable(w io.Writer, r *report) {
 			x.LatencyMs.P50, x.LatencyMs.P90, x.LatencyMs.P99, x.CallErrors+x.ItemErrors, rss, cpu, proj)
 	}
 	tw.Flush()
-	if r.Target.InProcess {
-		fmt.Fprintln(w, "in-process: RSS and CPU are those of the whole process, load generator included")
+}
+
+func printMix(w io.Writer, m *mixResult) {
+	fmt.Fprintf(w, "\nprescription mix: Poisson arrivals, %d–%d items per call, %.0f %% identify, %d callers; p99 bound %.3g ms\n",
+		m.ItemsMin, m.ItemsMax, 100*m.IdentifyShare, m.Callers, m.P99BoundMs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "step\ttarget calls/s\tcalls/s\titems/s\tp50 ms\tp99 ms\tp99.9 ms\tpseudonymize p99\tidentify p99\tlate\tunsent\terrors\tpass\t")
+	for i, x := range m.Steps {
+		pass := "-"
+		if x.Pass != nil {
+			pass = map[bool]string{true: "yes", false: "no"}[*x.Pass]
+		}
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%s\t%s\t%d\t%d\t%d\t%s\t\n",
+			i+1, x.TargetCallsPerSec, x.CallsPerSec, x.ItemsPerSec, x.LatencyMs.P50, x.LatencyMs.P99, x.LatencyMs.P999,
+			orDash(x.LatencyByOpMs[opPseudonymize].P99, "%.3f"), orDash(x.LatencyByOpMs[opIdentify].P99, "%.3f"),
+			x.LateCalls, x.UnsentCalls, x.CallErrors+x.ItemErrors, pass)
 	}
-	fmt.Fprintf(w, "ScalarMult %.0f ns (median of %d timings, %.0f–%.0f); ceiling %d cores ÷ ScalarMult = %.0f items/s; load average %s → %s\n",
-		r.ScalarMultNs, r.ScalarMultTimings, r.ScalarMultMinNs, r.ScalarMultMaxNs, r.Cores, r.CeilingItemsPerSec,
-		orUnknown(r.Host.LoadAvgStart), orUnknown(r.Host.LoadAvgEnd))
+	tw.Flush()
+	if !m.Search {
+		return
+	}
+	switch {
+	case m.MaxCallsPerSec == 0:
+		fmt.Fprintf(w, "no step kept p99 within %.3g ms\n", m.P99BoundMs)
+	default:
+		fmt.Fprintf(w, "highest rate with p99 ≤ %.3g ms: %.0f calls/s (%.0f items/s; p50 %.3f, p99 %.3f, p99.9 %.3f ms)",
+			m.P99BoundMs, m.MaxCallsPerSec, m.MaxItemsPerSec, m.MaxLatencyMs.P50, m.MaxLatencyMs.P99, m.MaxLatencyMs.P999)
+		if m.FailedCallsPerSec > 0 {
+			fmt.Fprintf(w, "; %.0f calls/s failed", m.FailedCallsPerSec)
+		}
+		if !m.Converged {
+			fmt.Fprint(w, " (not converged within -mix-steps)")
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func printSoak(w io.Writer, s *soakResult) {
+	x := &s.Run
+	fmt.Fprintf(w, "\nsoak: %s batch %d, %.0f calls/s for %.0f s, %d callers: %d calls, %.0f items/s, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %d errors, %d late, %d unsent\n",
+		x.Op, x.Batch, x.TargetCallsPerSec, x.DurationSec, x.Concurrency, x.Calls, x.ItemsPerSec,
+		x.LatencyMs.P50, x.LatencyMs.P99, x.LatencyMs.P999, x.CallErrors+x.ItemErrors, x.LateCalls, x.UnsentCalls)
+	if d := s.RSS; d != nil {
+		fmt.Fprintf(w, "server RSS MiB: first %.1f, last %.1f, max %.1f; drift %+.1f %% (mean of the first %g s %.1f → of the last %.1f)\n",
+			d.First/(1<<20), d.Last/(1<<20), d.Max/(1<<20), d.DriftPct, s.WindowSec, d.FirstWindowMean/(1<<20), d.LastWindowMean/(1<<20))
+	} else {
+		fmt.Fprintln(w, "server RSS: not sampled (give -metrics or -pid)")
+	}
+	if d := s.Goroutines; d != nil {
+		fmt.Fprintf(w, "server goroutines: first %.0f, last %.0f, max %.0f; drift %+.1f %% (%.1f → %.1f)\n",
+			d.First, d.Last, d.Max, d.DriftPct, d.FirstWindowMean, d.LastWindowMean)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "window from s\tcalls\titems\terrors\tp50 ms\tp99 ms\tmax ms\tRSS MiB\tgoroutines\t")
+	for _, x := range s.Windows {
+		fmt.Fprintf(tw, "%g\t%d\t%d\t%d\t%.3f\t%.3f\t%.3f\t%s\t%s\t\n", x.StartSec, x.Calls, x.Items, x.Errors, x.P50Ms, x.P99Ms, x.MaxMs,
+			orDash(x.RSSMeanBytes/(1<<20), "%.1f"), orDash(x.GoroutinesMean, "%.0f"))
+	}
+	tw.Flush()
+}
+
+// plural is "1 core", "2 cores".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func orDash(x float64, format string) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, x)
 }

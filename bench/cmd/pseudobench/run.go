@@ -57,14 +57,19 @@ type bench struct {
 	unblind  *client.BatchUnblinder
 	ttl      time.Duration
 	floors   []float64
+	// convertCtx names -convert-principal to a plaintext -dev server.
+	convertCtx context.Context
 }
 
 func (b *bench) run(ctx context.Context) error {
 	c := b.c
 	b.rep = report{
 		Tool: "pseudobench", SchemaVersion: schemaVersion, Started: time.Now().UTC(),
-		Host: newHost(), Cores: c.cores,
-		Target: target{Addr: c.addr, TLS: c.ca != "", MTLS: c.cert != "", Domain: c.domain, Op: c.op, Conns: c.conns, Points: c.points},
+		Host: newHost(), Cores: c.cores, Pinning: c.pinning,
+		Target: target{Addr: c.addr, TLS: c.ca != "", MTLS: c.cert != "", Domain: c.domain, Ops: c.allOps(), Conns: c.conns, Points: c.points},
+	}
+	if slices.ContainsFunc(b.rep.Target.Ops, func(op string) bool { return baseOp(op) == opConvert }) {
+		b.rep.Target.ToDomain = c.toDomain
 	}
 	addr := c.addr
 	switch {
@@ -99,7 +104,8 @@ func (b *bench) run(ctx context.Context) error {
 	return err
 }
 
-// drive prepares the inputs, does the runs and writes the report.
+// drive prepares the inputs, does the runs, the mix and the soak, and
+// writes the report.
 func (b *bench) drive(ctx context.Context, addr string) error {
 	c := b.c
 	conns, err := dial(c, addr)
@@ -114,7 +120,9 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 	for _, cc := range conns {
 		b.apis = append(b.apis, pb.NewPseudonymizerClient(cc))
 	}
+	b.convertCtx = ctx
 	if c.ca == "" {
+		b.convertCtx = metadata.AppendToOutgoingContext(ctx, auth.DevPrincipalHeader, c.convertPrincipal)
 		ctx = metadata.AppendToOutgoingContext(ctx, auth.DevPrincipalHeader, c.principal)
 	}
 	if err := waitServing(ctx, conns[0], c.wait); err != nil {
@@ -158,23 +166,27 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 
 	for _, spec := range c.runs {
 		spec.rate = c.rate
-		if err := b.measure(ctx, spec, false); err != nil {
+		if err := b.run1(ctx, spec, false); err != nil {
 			return err
 		}
 	}
 	for _, spec := range c.loadSpecs() {
-		best := b.best(spec.batch)
-		if best == 0 {
-			if err := b.measure(ctx, runSpec{batch: spec.batch, concurrency: spec.concurrency}, true); err != nil {
-				return err
-			}
-			best = b.best(spec.batch)
+		best, err := b.bestOrCalibrate(ctx, spec.op, spec.batch, spec.concurrency)
+		if err != nil {
+			return err
 		}
 		spec.rate = spec.load * best / float64(spec.batch)
-		if spec.rate <= 0 {
-			return fmt.Errorf("no throughput measured for batch %d: cannot run at %g of it", spec.batch, spec.load)
+		if err := b.run1(ctx, spec, false); err != nil {
+			return err
 		}
-		if err := b.measure(ctx, spec, false); err != nil {
+	}
+	if c.mix {
+		if err := b.runMix(ctx); err != nil {
+			return err
+		}
+	}
+	if c.soak > 0 {
+		if err := b.runSoak(ctx); err != nil {
 			return err
 		}
 	}
@@ -194,6 +206,14 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 	for i := range b.rep.Runs {
 		b.rep.Runs[i].derive(c.cores, b.rep.ScalarMultNs)
 	}
+	if m := b.rep.Mix; m != nil {
+		for i := range m.Steps {
+			m.Steps[i].derive(c.cores, b.rep.ScalarMultNs)
+		}
+	}
+	if s := b.rep.Soak; s != nil {
+		s.Run.derive(c.cores, b.rep.ScalarMultNs)
+	}
 	fmt.Fprintln(b.log)
 	printTable(b.out, &b.rep)
 	if c.jsonOut != "" {
@@ -201,12 +221,28 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 			return err
 		}
 	}
-	for _, r := range b.rep.Runs {
-		if r.CallErrors+r.ItemErrors > 0 {
-			return errFailures
-		}
+	if b.rep.failed() {
+		return errFailures
 	}
 	return nil
+}
+
+// failed reports whether a call or an item failed in a run, a step of the
+// mix or the soak.
+func (r *report) failed() bool {
+	all := slices.Clone(r.Runs)
+	if r.Mix != nil {
+		all = append(all, r.Mix.Steps...)
+	}
+	if r.Soak != nil {
+		all = append(all, r.Soak.Run)
+	}
+	for _, x := range all {
+		if x.CallErrors+x.ItemErrors > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func dial(c *config, addr string) ([]*grpc.ClientConn, error) {
@@ -272,25 +308,68 @@ func waitServing(ctx context.Context, cc *grpc.ClientConn, wait time.Duration) e
 }
 
 // checkDomain asks GetDomain for the domain's transit TTL and checks that
-// the caller may run the operation.
+// the callers may run the operations.
 func (b *bench) checkDomain(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, b.c.timeout)
-	defer cancel()
-	d, err := b.apis[0].GetDomain(cctx, &pb.GetDomainRequest{Name: b.c.domain})
+	c := b.c
+	d, err := b.getDomain(ctx, c.domain)
 	if err != nil {
-		return fmt.Errorf("GetDomain %q: %v", b.c.domain, err)
+		return err
 	}
 	b.ttl = d.GetTtl().AsDuration()
-	need := []pb.Operation{pb.Operation_OPERATION_PSEUDONYMIZE}
-	if b.c.op == "identify" {
-		need = append(need, pb.Operation_OPERATION_IDENTIFY)
+	var need []pb.Operation
+	add := func(op pb.Operation) {
+		if !slices.Contains(need, op) {
+			need = append(need, op)
+		}
+	}
+	convert := false
+	for _, op := range c.allOps() {
+		add(pb.Operation_OPERATION_PSEUDONYMIZE) // identify and convert items are pseudonymized first
+		switch baseOp(op) {
+		case opIdentify, opMix:
+			add(pb.Operation_OPERATION_IDENTIFY)
+		case opConvert:
+			convert = true
+		}
 	}
 	for _, op := range need {
 		if !slices.Contains(d.GetAllowedOperations(), op) {
-			return fmt.Errorf("domain %q does not allow %s to this caller", b.c.domain, op)
+			return fmt.Errorf("domain %q does not allow %s to this caller", c.domain, op)
 		}
 	}
+	if convert {
+		d, err := b.getDomain(b.convertCtx, c.domain)
+		if err != nil {
+			return fmt.Errorf("as -convert-principal: %v", err)
+		}
+		if !slices.Contains(d.GetConvertTargets(), c.toDomain) {
+			who := "this caller"
+			if c.ca == "" {
+				who = fmt.Sprintf("%q (-convert-principal)", c.convertPrincipal)
+			}
+			return fmt.Errorf("domain %q does not let %s convert into %q (its targets: %v); pseudoctl domain new-version %s %s lets the owners of %s do it",
+				c.domain, who, c.toDomain, d.GetConvertTargets(), c.domain, c.toDomain, c.domain)
+		}
+	}
+	// Transit pseudonyms made before a run must outlive it.
+	longest := c.duration
+	if c.soak > 0 && needsTransit(c.soakOp) {
+		longest = max(longest, c.soak)
+	}
+	if slices.ContainsFunc(c.allOps(), needsTransit) && c.warmup+longest+c.timeout+time.Minute > b.ttl {
+		return usagef("identify and convert items live for the transit ttl of %q (%s): -warmup + the longest run + -timeout + 1m must fit in it", c.domain, b.ttl)
+	}
 	return nil
+}
+
+func (b *bench) getDomain(ctx context.Context, name string) (*pb.GetDomainResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, b.c.timeout)
+	defer cancel()
+	d, err := b.apis[0].GetDomain(cctx, &pb.GetDomainRequest{Name: name})
+	if err != nil {
+		return nil, fmt.Errorf("GetDomain %q: %v", name, err)
+	}
+	return d, nil
 }
 
 // prepare makes the inputs before the timed phase.
@@ -300,14 +379,14 @@ func (b *bench) prepare(ctx context.Context) error {
 		return err
 	}
 	b.in.blinded, b.unblind = blinded, u
-	if b.c.op == "identify" {
-		return b.prepareIdentify(ctx)
+	if slices.ContainsFunc(b.c.allOps(), needsTransit) {
+		return b.prepareTransit(ctx)
 	}
 	return nil
 }
 
-func (b *bench) prepareIdentify(ctx context.Context) error {
-	items, exp, err := prepareIdentify(ctx, b.apis[0], b.c.domain, b.ttl, b.in.blinded, b.unblind, 100)
+func (b *bench) prepareTransit(ctx context.Context) error {
+	items, exp, err := prepareTransit(ctx, b.apis[0], b.c.domain, b.ttl, b.in.blinded, b.unblind, 100)
 	if err != nil {
 		return err
 	}
@@ -325,64 +404,117 @@ func (b *bench) floor() error {
 	return nil
 }
 
-// best is the highest throughput measured so far for a batch size.
-func (b *bench) best(batch int) float64 {
+// best is the highest closed-loop throughput measured so far for an
+// operation and a batch size.
+func (b *bench) best(op string, batch int) float64 {
 	var best float64
 	for _, r := range b.rep.Runs {
-		if r.Batch == batch && r.TargetCallsPerSec == 0 {
+		if r.Op == op && r.Batch == batch && r.TargetCallsPerSec == 0 {
 			best = max(best, r.ItemsPerSec)
 		}
 	}
 	return best
 }
 
-// measure does one run and appends it to the report.
-func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) error {
+// bestOrCalibrate is best, after a closed-loop calibration run with
+// concurrency callers when nothing was measured.
+func (b *bench) bestOrCalibrate(ctx context.Context, op string, batch, concurrency int) (float64, error) {
+	if best := b.best(op, batch); best > 0 {
+		return best, nil
+	}
+	if err := b.run1(ctx, runSpec{op: op, batch: batch, concurrency: concurrency}, true); err != nil {
+		return 0, err
+	}
+	if best := b.best(op, batch); best > 0 {
+		return best, nil
+	}
+	return 0, fmt.Errorf("no throughput measured for %s batch %d", op, batch)
+}
+
+// run1 does one run of the matrix and appends it to the report.
+func (b *bench) run1(ctx context.Context, spec runSpec, calibration bool) error {
+	m, err := b.measure(ctx, spec, runName(spec.op, spec.batch, spec.concurrency, spec.load, calibration))
+	if err != nil {
+		return err
+	}
+	m.r.Calibration = calibration
+	b.rep.Runs = append(b.rep.Runs, m.r)
+	return nil
+}
+
+// measured is what measure returns.
+type measured struct {
+	r          runResult
+	load       *loadResult
+	samples    []timedStats // with spec.window: the server's samples
+	sampleErrs int
+}
+
+// measure does one run.
+func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measured, error) {
 	c := b.c
-	if c.op == "identify" && time.Now().Add(c.warmup+c.duration+c.timeout+time.Minute).After(b.in.expires) {
-		if err := b.prepareIdentify(ctx); err != nil {
-			return err
+	duration := c.duration
+	if spec.duration > 0 {
+		duration = spec.duration
+	}
+	if needsTransit(spec.op) && time.Now().Add(c.warmup+duration+c.timeout+time.Minute).After(b.in.expires) {
+		if err := b.prepareTransit(ctx); err != nil {
+			return nil, err
 		}
 	}
-	name := runName(c.op, spec.batch, spec.concurrency, spec.load, calibration)
-	fmt.Fprintf(b.log, "run %s: %s…\n", name, c.warmup+c.duration)
-	reqs := b.in.requests(c.op, c.domain, spec.batch)
+	fmt.Fprintf(b.log, "run %s: %s…\n", name, c.warmup+duration)
+	var reqs []any
+	if spec.op == opMix {
+		reqs = b.in.mixRequests(c.domain)
+	} else {
+		reqs = b.in.requests(spec.op, c.domain, c.toDomain, spec.batch)
+	}
 
 	var before serverStats
 	if b.sampler != nil {
 		st, err := b.sampler.sample(ctx)
 		if err != nil {
-			return fmt.Errorf("reading the server's memory and CPU: %v", err)
+			return nil, fmt.Errorf("reading the server's memory and CPU: %v", err)
 		}
 		before = st
 	}
-	w := startWatch(ctx, b.sampler, 250*time.Millisecond)
+	interval := 250 * time.Millisecond
+	if spec.interval > 0 {
+		interval = spec.interval
+	}
+	w := startWatch(ctx, b.sampler, interval, spec.window > 0)
 	cpu0 := measure.ProcessCPU()
 	res := runLoad(ctx, loadParams{
-		apis: b.apis, reqs: reqs, concurrency: spec.concurrency,
-		rate: spec.rate, warmup: c.warmup, duration: c.duration, timeout: c.timeout,
+		apis: b.apis, reqs: reqs, stream: isStream(spec.op), concurrency: spec.concurrency,
+		rate: spec.rate, poisson: spec.poisson, warmup: c.warmup, duration: duration, timeout: c.timeout,
+		convertCtx: b.convertCtx, byOp: spec.op == opMix, window: spec.window,
 	})
 	cpu := measure.ProcessCPU() - cpu0
 	peak, werr := w.end()
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
+	m := &measured{load: res}
+	m.samples, m.sampleErrs = w.series()
 	var after serverStats
 	if b.sampler != nil {
 		st, err := b.sampler.sample(ctx)
 		if err != nil {
-			return fmt.Errorf("reading the server's memory and CPU: %v", err)
+			return nil, fmt.Errorf("reading the server's memory and CPU: %v", err)
 		}
 		if werr != nil {
-			return fmt.Errorf("reading the server's memory and CPU: %v", werr)
+			return nil, fmt.Errorf("reading the server's memory and CPU: %v", werr)
 		}
 		after = st
+		if spec.window > 0 {
+			m.samples = append(m.samples, timedStats{time.Now(), st})
+		}
 	}
 	// The server is idle now: time ScalarMult (not while profiling, where
 	// it would appear in the profile).
 	if c.cpuProfile == "" {
 		if err := b.floor(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	sm := b.floors[len(b.floors)-1]
@@ -392,18 +524,21 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 
 	secs := res.elapsed.Seconds()
 	r := runResult{
-		Name: name, Op: c.op, Batch: spec.batch, Concurrency: spec.concurrency,
-		Calibration: calibration, Load: spec.load, TargetCallsPerSec: spec.rate,
+		Name: name, Op: spec.op, Batch: spec.batch, Concurrency: spec.concurrency,
+		Load: spec.load, TargetCallsPerSec: spec.rate,
 		DurationSec: secs,
 		Calls:       res.calls, Items: res.items,
 		CallsPerSec: float64(res.calls) / secs, ItemsPerSec: float64(res.items) / secs,
 		CallErrors: res.callErrors, ItemErrors: res.itemErrors, LateCalls: res.late, UnsentCalls: res.unsent,
-		LatencyMs: latency{
-			P50: ms(res.hist.quantile(0.50)), P90: ms(res.hist.quantile(0.90)),
-			P99: ms(res.hist.quantile(0.99)), Max: ms(res.hist.max), Mean: ms(res.hist.mean()),
-		},
+		LatencyMs:    latencyOf(&res.hist),
 		ScalarMultNs: sm,
 		ClientCPUSec: cpu.Seconds(),
+	}
+	if len(res.byOp) > 0 {
+		r.LatencyByOpMs = map[string]latency{}
+		for op, h := range res.byOp {
+			r.LatencyByOpMs[op] = latencyOf(h)
+		}
 	}
 	if len(res.errors) > 0 {
 		r.Errors = res.errors
@@ -420,13 +555,13 @@ func (b *bench) measure(ctx context.Context, spec runSpec, calibration bool) err
 	// all of them in the end): one timing disturbed by another process
 	// must not skew a run.
 	r.derive(c.cores, measure.Median(b.floors))
-	b.rep.Runs = append(b.rep.Runs, r)
-	fmt.Fprintf(b.log, "  %.0f items/s (%.3f × ceiling), p50 %.3f ms, p99 %.3f ms, %d errors\n",
-		r.ItemsPerSec, r.XCeiling, r.LatencyMs.P50, r.LatencyMs.P99, r.CallErrors+r.ItemErrors)
+	m.r = r
+	fmt.Fprintf(b.log, "  %.0f items/s (%.3f × ceiling), p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %d errors\n",
+		r.ItemsPerSec, r.XCeiling, r.LatencyMs.P50, r.LatencyMs.P99, r.LatencyMs.P999, r.CallErrors+r.ItemErrors)
 	if r.LateCalls > 0 || r.UnsentCalls > 0 {
 		fmt.Fprintf(b.log, "  open loop: %d calls sent over 1 ms late, %d never sent: the callers could not keep up\n", r.LateCalls, r.UnsentCalls)
 	}
-	return nil
+	return m, nil
 }
 
 // derive fills the ratios of r for the given ScalarMult cost.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +26,8 @@ func runJSON(t *testing.T, args ...string) (*report, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.json")
 	var stdout, stderr bytes.Buffer
-	args = append(append(args, short...), "-json", out)
+	// The test's own flags come last: they override short.
+	args = append(append(slices.Clone(short), args...), "-json", out)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := run(ctx, args, &stdout, &stderr); err != nil {
@@ -78,7 +80,7 @@ func checkRuns(t *testing.T, r *report, want int) {
 func TestInProcess(t *testing.T) {
 	r, stdout := runJSON(t, "-inprocess", "-runs", "1x2,10x2", "-load", "0.5")
 	checkRuns(t, r, 3)
-	if !r.Target.InProcess || r.Target.Op != "pseudonymize" {
+	if !r.Target.InProcess || !slices.Equal(r.Target.Ops, []string{"pseudonymize"}) || r.Target.ToDomain != "" {
 		t.Errorf("target = %+v", r.Target)
 	}
 	for _, x := range r.Runs {
@@ -135,7 +137,7 @@ func TestMTLSIdentify(t *testing.T) {
 	}
 	r, _ := runJSON(t, args...)
 	checkRuns(t, r, 2)
-	if !r.Target.TLS || !r.Target.MTLS || r.Target.Op != "identify" || r.Target.Conns != 2 {
+	if !r.Target.TLS || !r.Target.MTLS || !slices.Equal(r.Target.Ops, []string{"identify"}) || r.Target.Conns != 2 {
 		t.Errorf("target = %+v", r.Target)
 	}
 	if r.Target.Stats == "proc" {
@@ -162,7 +164,22 @@ func TestUnreachableServer(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
-		{"-op", "convert"},
+		{"-op", "convert,nope"},
+		{"-op", "mix"},
+		{"-runs", "nope:1x1"},
+		{"-runs", ":1x1"},
+		{"-runs", "identify:1x"},
+		{"-op", "convert", "-to-domain", "demo_v1"},
+		{"-mix", "-mix-steps", "0"},
+		{"-mix-rate", "-1"},
+		{"-mix", "-mix-callers", "0"},
+		{"-soak", "48h"},
+		{"-soak", "1m", "-soak-op", "mix"},
+		{"-soak", "1m", "-soak-load", "1.5"},
+		{"-soak", "1m", "-soak-window", "2m"},
+		{"-soak", "1h", "-soak-window", "5s"},
+		{"-soak", "1m", "-soak-sample", "30s", "-soak-window", "10s"},
+		{"-soak", "1m", "-soak-batch", "10", "-points", "5"},
 		{"-batch", "0"},
 		{"-batch", "10", "-runs", "1x1"},
 		{"-runs", "1y1"},
@@ -195,20 +212,43 @@ func TestParseRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []runSpec{{batch: 1, concurrency: 1}, {batch: 100, concurrency: 4}}
+	want := []runSpec{{op: "pseudonymize", batch: 1, concurrency: 1}, {op: "pseudonymize", batch: 100, concurrency: 4}}
 	if len(c.runs) != 2 || c.runs[0] != want[0] || c.runs[1] != want[1] {
 		t.Errorf("runs = %+v", c.runs)
 	}
 	ls := c.loadSpecs()
-	if len(ls) != 2 || ls[0] != (runSpec{batch: 1, concurrency: 4, load: 0.5}) || ls[1].batch != 10 {
+	if len(ls) != 2 || ls[0] != (runSpec{op: "pseudonymize", batch: 1, concurrency: 4, load: 0.5}) || ls[1].batch != 10 {
 		t.Errorf("load specs = %+v", ls)
 	}
+	c, err = parseConfig([]string{"-op", "identify,convert-stream", "-runs", "1x2,pseudonymize:10x1", "-load", "0.5"}, io.Discard)
+	wantOps := []runSpec{{op: "identify", batch: 1, concurrency: 2}, {op: "convert-stream", batch: 1, concurrency: 2}, {op: "pseudonymize", batch: 10, concurrency: 1}}
+	if err != nil || !slices.Equal(c.runs, wantOps) {
+		t.Errorf("runs with operations = %+v, %v", c.runs, err)
+	}
+	if ls := c.loadSpecs(); len(ls) != 2 || ls[0] != (runSpec{op: "identify", batch: 1, concurrency: 2, load: 0.5}) || ls[1].op != "convert-stream" {
+		t.Errorf("load specs of two operations = %+v", ls)
+	}
+	if got := c.allOps(); !slices.Equal(got, []string{"identify", "convert-stream", "pseudonymize"}) {
+		t.Errorf("allOps = %v", got)
+	}
+	// -mix and -soak alone run no matrix; with -runs they do.
+	c, err = parseConfig([]string{"-mix", "-soak", "2m"}, io.Discard)
+	if err != nil || len(c.runs) != 0 || !slices.Equal(c.allOps(), []string{"mix", "pseudonymize"}) {
+		t.Errorf("-mix -soak = %+v, %v", c, err)
+	}
+	if c.soakWindow != time.Minute || c.soakSample != 5*time.Second {
+		t.Errorf("soak defaults: window %v, sample %v", c.soakWindow, c.soakSample)
+	}
+	c, err = parseConfig([]string{"-mix-rate", "100", "-runs", "1x1", "-soak", "10s"}, io.Discard)
+	if err != nil || !c.mix || len(c.runs) != 1 || c.soakWindow != 5*time.Second || c.soakSample != time.Second {
+		t.Errorf("-mix-rate -runs -soak = %+v, %v", c, err)
+	}
 	c, err = parseConfig([]string{"-batch", "1,10,1", "-concurrency", "2,3"}, io.Discard)
-	if err != nil || len(c.runs) != 4 || c.runs[3] != (runSpec{batch: 10, concurrency: 3}) {
+	if err != nil || len(c.runs) != 4 || c.runs[3] != (runSpec{op: "pseudonymize", batch: 10, concurrency: 3}) {
 		t.Errorf("cross product = %+v, %v", c.runs, err)
 	}
 	c, err = parseConfig([]string{"-batch", "100"}, io.Discard)
-	if err != nil || len(c.runs) != 2 || c.runs[1] != (runSpec{batch: 100, concurrency: 4}) {
+	if err != nil || len(c.runs) != 2 || c.runs[1] != (runSpec{op: "pseudonymize", batch: 100, concurrency: 4}) {
 		t.Errorf("default -concurrency = %+v, %v", c.runs, err)
 	}
 	for _, addr := range []string{"localhost:1", "[::1]:1", "127.0.0.2:1"} {
@@ -255,9 +295,10 @@ func TestParseMetrics(t *testing.T) {
 process_resident_memory_bytes 2.4576e+07
 process_cpu_seconds_total 12.5
 go_sched_gomaxprocs_threads 2
+go_goroutines 17
 grpc_server_handled_total{grpc_code="OK"} 5
 `))
-	if err != nil || st.rss != 24576000 || st.cpuSeconds != 12.5 || st.gomaxprocs != 2 {
+	if err != nil || st.rss != 24576000 || st.cpuSeconds != 12.5 || st.gomaxprocs != 2 || st.goroutines != 17 {
 		t.Errorf("parseMetrics = %+v, %v", st, err)
 	}
 	if _, err := parseMetrics(strings.NewReader("up 1\n")); err == nil {

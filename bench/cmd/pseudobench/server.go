@@ -19,6 +19,7 @@ type serverStats struct {
 	rss        float64 // bytes
 	cpuSeconds float64 // user + system
 	gomaxprocs float64 // 0 when unknown
+	goroutines float64 // 0 when unknown (-pid)
 }
 
 // sampler reads the server's resident memory and CPU time, from its
@@ -28,7 +29,7 @@ type sampler interface {
 }
 
 // metricsSampler scrapes process_resident_memory_bytes,
-// process_cpu_seconds_total and go_sched_gomaxprocs_threads.
+// process_cpu_seconds_total, go_sched_gomaxprocs_threads and go_goroutines.
 type metricsSampler struct {
 	url    string
 	client *http.Client
@@ -74,6 +75,8 @@ func parseMetrics(r io.Reader) (serverStats, error) {
 			dst = &st.cpuSeconds
 		case "go_sched_gomaxprocs_threads":
 			dst = &st.gomaxprocs
+		case "go_goroutines":
+			dst = &st.goroutines
 		default:
 			continue
 		}
@@ -135,19 +138,28 @@ func (p procSampler) sample(context.Context) (serverStats, error) {
 }
 
 // watch samples s every interval until stop is closed and returns the
-// peak RSS and the last sample.
+// peak RSS; with record, it also keeps every sample.
 type watch struct {
-	mu    sync.Mutex
-	peak  float64
-	last  serverStats
-	err   error
-	stop  chan struct{}
-	done  chan struct{}
-	valid bool
+	mu      sync.Mutex
+	peak    float64
+	last    serverStats
+	err     error
+	errs    int
+	stop    chan struct{}
+	done    chan struct{}
+	valid   bool
+	record  bool
+	samples []timedStats
 }
 
-func startWatch(ctx context.Context, s sampler, interval time.Duration) *watch {
-	w := &watch{stop: make(chan struct{}), done: make(chan struct{})}
+// timedStats is a sample and when it was taken.
+type timedStats struct {
+	at time.Time
+	serverStats
+}
+
+func startWatch(ctx context.Context, s sampler, interval time.Duration, record bool) *watch {
+	w := &watch{stop: make(chan struct{}), done: make(chan struct{}), record: record}
 	if s == nil {
 		close(w.done)
 		return w
@@ -158,13 +170,18 @@ func startWatch(ctx context.Context, s sampler, interval time.Duration) *watch {
 		defer t.Stop()
 		for {
 			st, err := s.sample(ctx)
+			at := time.Now()
 			w.mu.Lock()
 			if err != nil {
 				w.err = err
+				w.errs++
 			} else {
 				w.valid = true
 				w.last = st
 				w.peak = max(w.peak, st.rss)
+				if w.record {
+					w.samples = append(w.samples, timedStats{at, st})
+				}
 			}
 			w.mu.Unlock()
 			select {
@@ -193,4 +210,12 @@ func (w *watch) end() (peak float64, err error) {
 		return 0, w.err
 	}
 	return w.peak, nil
+}
+
+// series returns the recorded samples and the number of failed ones; call
+// it after end.
+func (w *watch) series() ([]timedStats, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.samples, w.errs
 }
