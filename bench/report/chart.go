@@ -27,13 +27,14 @@ const (
 	chartHeight = 13 * vg.Centimeter
 )
 
-// WriteChart draws two panels: throughput against batch size, one line per
-// number of callers, under the ceiling cores ÷ ScalarMult and the target
-// lines; and the p50, p90 and p99 latency of a call for every run, on a log
-// scale. format is "png" or "svg".
+// WriteChart draws two panels of the unary pseudonymize runs: throughput
+// against batch size, one line per number of callers, under the ceiling
+// cores ÷ ScalarMult and the target lines; and the p50, p90 and p99 latency
+// of a call for every run, on a log scale. Both titles say where the server
+// and the generator ran (GRPC.Mode). format is "png" or "svg".
 func WriteChart(w io.Writer, g *GRPC, format string) error {
-	if g == nil || len(g.Runs) == 0 {
-		return errors.New("report: no gRPC runs to chart")
+	if g == nil || !slices.ContainsFunc(g.Runs, func(r GRPCRun) bool { return r.Op == "pseudonymize" }) {
+		return errors.New("report: no pseudonymize runs to chart")
 	}
 	tp, err := throughputPlot(g)
 	if err != nil {
@@ -69,7 +70,7 @@ func FormatOf(path string) string {
 
 func throughputPlot(g *GRPC) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("Throughput (%s, %d cores)", g.Target.Op, g.Cores)
+	p.Title.Text = fmt.Sprintf("Throughput of pseudonymize, server on %s\n%s", cores(g.Cores), g.Mode())
 	p.X.Label.Text = "batch size (items per call)"
 	p.Y.Label.Text = "items/s"
 	p.X.Scale = plot.LogScale{}
@@ -139,7 +140,7 @@ func throughputPlot(g *GRPC) (*plot.Plot, error) {
 	// cores to itself, from its CPU time per item.
 	best := map[int]float64{}
 	for _, r := range g.Runs {
-		if r.closedLoop() && r.ServerCPUXCeiling > 0 {
+		if r.closedLoop() && r.ServerCPUXCeiling > 0 && r.Op == "pseudonymize" {
 			best[r.Batch] = max(best[r.Batch], r.ServerCPUXCeiling*ceiling)
 		}
 	}
@@ -164,7 +165,7 @@ func throughputPlot(g *GRPC) (*plot.Plot, error) {
 
 func latencyPlot(g *GRPC) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = "Latency per call"
+	p.Title.Text = fmt.Sprintf("Latency of a pseudonymize call\n%s", g.Mode())
 	p.Y.Label.Text = "ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = decades{}
@@ -183,8 +184,13 @@ func latencyPlot(g *GRPC) (*plot.Plot, error) {
 	}
 	pts := make([]plotter.XYs, len(series))
 	lo, hi := math.Inf(1), math.Inf(-1)
+	var runs []*GRPCRun
 	for i := range g.Runs {
-		r := &g.Runs[i]
+		if g.Runs[i].Op == "pseudonymize" {
+			runs = append(runs, &g.Runs[i])
+		}
+	}
+	for i, r := range runs {
 		label := fmt.Sprintf("b%d c%d", r.Batch, r.Concurrency)
 		if r.TargetCallsPerSec > 0 {
 			label += fmt.Sprintf(" @%.0f/s", r.TargetCallsPerSec)

@@ -32,17 +32,91 @@ type GRPC struct {
 		GoVersion    string `json:"go_version"`
 		LoadAvgStart string `json:"loadavg_start"`
 		LoadAvgEnd   string `json:"loadavg_end"`
+		CPUsAllowed  string `json:"cpus_allowed"`
 	} `json:"host"`
 	Target struct {
-		Addr      string `json:"addr"`
-		InProcess bool   `json:"in_process"`
-		TLS       bool   `json:"tls"`
-		Op        string `json:"op"`
+		Addr      string   `json:"addr"`
+		InProcess bool     `json:"in_process"`
+		TLS       bool     `json:"tls"`
+		Ops       []string `json:"ops"`
 	} `json:"target"`
+	// Pinning says where the server and the generator ran
+	// (scripts/bench.sh: "pinned: server cpu 0, generator cpu 1" or
+	// "unpinned"); see Mode.
+	Pinning            string    `json:"pinning"`
 	Cores              int       `json:"cores"`
 	ScalarMultNs       float64   `json:"scalarmult_ns"`
 	CeilingItemsPerSec float64   `json:"ceiling_items_per_s"`
 	Runs               []GRPCRun `json:"runs"`
+	Mix                *Mix      `json:"mix"`
+	Soak               *Soak     `json:"soak"`
+}
+
+// Mode says where the server and the load generator ran, for every title
+// and table: the pinning, "in-process", or "placement not stated".
+func (g *GRPC) Mode() string {
+	switch {
+	case g.Pinning != "":
+		return g.Pinning
+	case g.Target.InProcess:
+		return "in-process"
+	}
+	return "placement not stated"
+}
+
+// pinned reports whether the server had its cores to itself.
+func (g *GRPC) pinned() bool { return strings.HasPrefix(g.Pinning, "pinned") }
+
+// Mix is the prescription mix of bench/cmd/pseudobench -mix.
+type Mix struct {
+	IdentifyShare     float64   `json:"identify_share"`
+	ItemsMin          int       `json:"items_min"`
+	ItemsMax          int       `json:"items_max"`
+	Callers           int       `json:"callers"`
+	P99BoundMs        float64   `json:"p99_bound_ms"`
+	Search            bool      `json:"search"`
+	MaxCallsPerSec    float64   `json:"max_calls_per_s"`
+	MaxItemsPerSec    float64   `json:"max_items_per_s"`
+	MaxLatencyMs      *Latency  `json:"max_latency_ms"`
+	FailedCallsPerSec float64   `json:"failed_calls_per_s"`
+	Converged         bool      `json:"converged"`
+	Steps             []GRPCRun `json:"steps"`
+}
+
+// Soak is the soak of bench/cmd/pseudobench -soak.
+type Soak struct {
+	Run       GRPCRun `json:"run"`
+	WindowSec float64 `json:"window_s"`
+	Windows   []struct {
+		StartSec       float64 `json:"start_s"`
+		Calls          uint64  `json:"calls"`
+		Errors         uint64  `json:"errors"`
+		P50Ms          float64 `json:"p50_ms"`
+		P99Ms          float64 `json:"p99_ms"`
+		RSSMeanBytes   float64 `json:"rss_mean_bytes"`
+		GoroutinesMean float64 `json:"goroutines_mean"`
+	} `json:"windows"`
+	RSS        *Drift `json:"rss_bytes"`
+	Goroutines *Drift `json:"goroutines"`
+}
+
+// Drift is a sampled quantity of the soak.
+type Drift struct {
+	First           float64 `json:"first"`
+	Last            float64 `json:"last"`
+	Max             float64 `json:"max"`
+	FirstWindowMean float64 `json:"first_window_mean"`
+	LastWindowMean  float64 `json:"last_window_mean"`
+	DriftPct        float64 `json:"drift_pct"`
+}
+
+// Latency is the latency of a call, in ms.
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
 }
 
 // GRPCRun is one run of bench/cmd/pseudobench.
@@ -54,24 +128,25 @@ type GRPCRun struct {
 	Calibration       bool    `json:"calibration"`
 	Load              float64 `json:"load"`
 	TargetCallsPerSec float64 `json:"target_calls_per_s"`
+	DurationSec       float64 `json:"duration_s"`
 	Calls             uint64  `json:"calls"`
+	CallsPerSec       float64 `json:"calls_per_s"`
 	ItemsPerSec       float64 `json:"items_per_s"`
 	CallErrors        uint64  `json:"call_errors"`
 	ItemErrors        uint64  `json:"item_errors"`
 	LateCalls         uint64  `json:"late_calls"`
-	LatencyMs         struct {
-		P50 float64 `json:"p50"`
-		P90 float64 `json:"p90"`
-		P99 float64 `json:"p99"`
-		Max float64 `json:"max"`
-	} `json:"latency_ms"`
-	ScalarMultNs         float64 `json:"scalarmult_ns"`
-	CeilingItemsPerSec   float64 `json:"ceiling_items_per_s"`
-	XCeiling             float64 `json:"x_ceiling"`
-	ServerRSSPeakBytes   float64 `json:"server_rss_peak_bytes"`
-	ServerCPUXScalarMult float64 `json:"server_cpu_x_scalarmult"`
-	ServerCPUXCeiling    float64 `json:"server_cpu_x_ceiling"`
-	ClientCPUSec         float64 `json:"client_cpu_s"`
+	UnsentCalls       uint64  `json:"unsent_calls"`
+	LatencyMs         Latency `json:"latency_ms"`
+	// LatencyByOpMs splits a mix step's latency by RPC.
+	LatencyByOpMs        map[string]Latency `json:"latency_by_op_ms"`
+	Pass                 *bool              `json:"pass"`
+	ScalarMultNs         float64            `json:"scalarmult_ns"`
+	CeilingItemsPerSec   float64            `json:"ceiling_items_per_s"`
+	XCeiling             float64            `json:"x_ceiling"`
+	ServerRSSPeakBytes   float64            `json:"server_rss_peak_bytes"`
+	ServerCPUXScalarMult float64            `json:"server_cpu_x_scalarmult"`
+	ServerCPUXCeiling    float64            `json:"server_cpu_x_ceiling"`
+	ClientCPUSec         float64            `json:"client_cpu_s"`
 }
 
 // closedLoop reports whether the run sent calls as fast as the server
@@ -164,15 +239,18 @@ func targets(g *GRPC, c *compare.Result) []Target {
 				"circl Evaluate takes decoded points and returns points; ours decodes, seals the transitInfo and encodes"))
 	}
 
-	const shared = "load generator on the same cores; server-bound = if the server had the cores to itself (its CPU time per item)"
-	out = append(out, throughputTarget(g, "gRPC batch-100 throughput", 100, 0.75, shared))
-	out = append(out, throughputTarget(g, "gRPC unary throughput", 1, 0.40, shared))
+	note := "load generator on the same cores; server-bound = if the server had the cores to itself (its CPU time per item)"
+	if g != nil && g.pinned() {
+		note = g.Pinning + ": the server has its cores to itself, the ceiling counts only them; server-bound = from its CPU time per item"
+	}
+	out = append(out, throughputTarget(g, "gRPC batch-100 throughput", 100, 0.75, note))
+	out = append(out, throughputTarget(g, "gRPC unary throughput", 1, 0.40, note))
 
 	p99 := missing("p99 unary latency at half load", "≤ 2 ms")
 	rss := missing("server RSS at full load", "≤ 100 MiB")
 	if g != nil {
 		for _, r := range g.Runs {
-			if r.Batch == 1 && r.Load == 0.5 {
+			if r.Op == "pseudonymize" && r.Batch == 1 && r.Load == 0.5 {
 				p99 = target(p99.Name, p99.Goal, r.LatencyMs.P99,
 					fmt.Sprintf("%.3f ms (%.0f calls/s, %d callers; %d of %d calls sent over 1 ms late by the generator)",
 						r.LatencyMs.P99, r.TargetCallsPerSec, r.Concurrency, r.LateCalls, r.Calls),
@@ -234,8 +312,13 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 		fmt.Fprintf(&b, "- Machine: %s, %d CPUs (%s/%s), %s, host %s\n", orUnknown(h.CPU), h.NumCPU, h.OS, h.Arch, h.GoVersion, h.Hostname)
 		fmt.Fprintf(&b, "- Started: %s; load average %s at the start, %s at the end\n",
 			g.Started.Format(time.RFC3339), orUnknown(h.LoadAvgStart), orUnknown(h.LoadAvgEnd))
-		fmt.Fprintf(&b, "- Server: %s, %s; ScalarMult %.0f ns (median of the run); ceiling %d cores ÷ ScalarMult = %.0f items/s\n",
-			g.Target.Addr, transport(g), g.ScalarMultNs, g.Cores, g.CeilingItemsPerSec)
+		fmt.Fprintf(&b, "- Mode: **%s**", g.Mode())
+		if h.CPUsAllowed != "" {
+			fmt.Fprintf(&b, " (the generator's CPUs: %s)", h.CPUsAllowed)
+		}
+		b.WriteString("\n")
+		fmt.Fprintf(&b, "- Server: %s, %s; ScalarMult %.0f ns (median of the run); ceiling %s ÷ ScalarMult = %.0f items/s\n",
+			g.Target.Addr, transport(g), g.ScalarMultNs, cores(g.Cores), g.CeilingItemsPerSec)
 	}
 	b.WriteString("\n## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n")
 	for _, t := range s.Targets {
@@ -251,8 +334,8 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 		}
 	}
 	b.WriteString("\n")
-	if g := s.GRPC; g != nil {
-		b.WriteString("\n## gRPC load (bench/cmd/pseudobench)\n\n")
+	if g := s.GRPC; g != nil && len(g.Runs) > 0 {
+		fmt.Fprintf(&b, "\n## gRPC load (bench/cmd/pseudobench; %s)\n\n", g.Mode())
 		b.WriteString("| run | batch | callers | target calls/s | items/s | × ceiling | server-bound × ceiling | p50 ms | p90 ms | p99 ms | errors | RSS MiB |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range g.Runs {
@@ -261,6 +344,12 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 				num(r.ServerCPUXCeiling, "%.3f"), r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99,
 				r.CallErrors+r.ItemErrors, num(r.ServerRSSPeakBytes/(1<<20), "%.1f"))
 		}
+	}
+	if g := s.GRPC; g != nil && g.Mix != nil {
+		writeMix(&b, g)
+	}
+	if g := s.GRPC; g != nil && g.Soak != nil {
+		writeSoak(&b, g)
 	}
 	if c := s.Compare; c != nil {
 		fmt.Fprintf(&b, "\n## Server-side crypto per item (cmd/compare, %d interleaved rounds of %.0f ms per case)\n\n", c.Rounds, c.RoundMs)
@@ -273,6 +362,61 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func writeMix(b *strings.Builder, g *GRPC) {
+	m := g.Mix
+	fmt.Fprintf(b, "\n## Prescription mix (%s)\n\n", g.Mode())
+	fmt.Fprintf(b, "Open loop, Poisson arrivals, %d–%d items per call, %.0f %% pseudonymize / %.0f %% identify, %d callers. ",
+		m.ItemsMin, m.ItemsMax, 100*(1-m.IdentifyShare), 100*m.IdentifyShare, m.Callers)
+	if m.Search {
+		if m.MaxCallsPerSec > 0 && m.MaxLatencyMs != nil {
+			fmt.Fprintf(b, "**Highest rate with p99 ≤ %g ms: %.0f calls/s** (%.0f items/s; p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms)",
+				m.P99BoundMs, m.MaxCallsPerSec, m.MaxItemsPerSec, m.MaxLatencyMs.P50, m.MaxLatencyMs.P99, m.MaxLatencyMs.P999)
+			if m.FailedCallsPerSec > 0 {
+				fmt.Fprintf(b, "; %.0f calls/s failed", m.FailedCallsPerSec)
+			}
+			if !m.Converged {
+				b.WriteString(" (not converged)")
+			}
+			b.WriteString(".\n")
+		} else {
+			fmt.Fprintf(b, "**No step kept p99 ≤ %g ms.**\n", m.P99BoundMs)
+		}
+	}
+	b.WriteString("\n| step | target calls/s | calls/s | items/s | p50 ms | p99 ms | p99.9 ms | pseudonymize p99 ms | identify p99 ms | late | unsent | errors | pass |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for i, r := range m.Steps {
+		pass := "-"
+		if r.Pass != nil {
+			pass = map[bool]string{true: "yes", false: "no"}[*r.Pass]
+		}
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %.3f | %.3f | %.3f | %s | %s | %d | %d | %d | %s |\n",
+			i+1, r.TargetCallsPerSec, r.CallsPerSec, r.ItemsPerSec, r.LatencyMs.P50, r.LatencyMs.P99, r.LatencyMs.P999,
+			num(r.LatencyByOpMs["pseudonymize"].P99, "%.3f"), num(r.LatencyByOpMs["identify"].P99, "%.3f"),
+			r.LateCalls, r.UnsentCalls, r.CallErrors+r.ItemErrors, pass)
+	}
+}
+
+func writeSoak(b *strings.Builder, g *GRPC) {
+	s, r := g.Soak, &g.Soak.Run
+	fmt.Fprintf(b, "\n## Soak (%s)\n\n", g.Mode())
+	fmt.Fprintf(b, "%s, batch %d, open loop at %.0f calls/s for %.0f s, %d callers: %d calls, %.0f items/s, p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, %d errors, %d calls late, %d unsent.\n\n",
+		r.Op, r.Batch, r.TargetCallsPerSec, r.DurationSec, r.Concurrency, r.Calls, r.ItemsPerSec,
+		r.LatencyMs.P50, r.LatencyMs.P99, r.LatencyMs.P999, r.CallErrors+r.ItemErrors, r.LateCalls, r.UnsentCalls)
+	if d := s.RSS; d != nil {
+		fmt.Fprintf(b, "- Server RSS: first %.1f MiB, last %.1f MiB, max %.1f MiB; drift %+.1f %% (mean of the first %g s window %.1f MiB, of the last %.1f MiB)\n",
+			d.First/(1<<20), d.Last/(1<<20), d.Max/(1<<20), d.DriftPct, s.WindowSec, d.FirstWindowMean/(1<<20), d.LastWindowMean/(1<<20))
+	}
+	if d := s.Goroutines; d != nil {
+		fmt.Fprintf(b, "- Server goroutines: first %.0f, last %.0f, max %.0f; drift %+.1f %% (%.1f → %.1f)\n",
+			d.First, d.Last, d.Max, d.DriftPct, d.FirstWindowMean, d.LastWindowMean)
+	}
+	b.WriteString("\n| window from s | calls | errors | p50 ms | p99 ms | RSS MiB | goroutines |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, w := range s.Windows {
+		fmt.Fprintf(b, "| %g | %d | %d | %.3f | %.3f | %s | %s |\n", w.StartSec, w.Calls, w.Errors, w.P50Ms, w.P99Ms,
+			num(w.RSSMeanBytes/(1<<20), "%.1f"), num(w.GoroutinesMean, "%.0f"))
+	}
 }
 
 func transport(g *GRPC) string {
@@ -292,6 +436,14 @@ func num(x float64, format string) string {
 	return fmt.Sprintf(format, x)
 }
 
+// cores is "1 core", "2 cores".
+func cores(n int) string {
+	if n == 1 {
+		return "1 core"
+	}
+	return fmt.Sprintf("%d cores", n)
+}
+
 func orUnknown(s string) string {
 	if s == "" {
 		return "unknown"
@@ -299,11 +451,12 @@ func orUnknown(s string) string {
 	return s
 }
 
-// throughputRuns are the closed-loop pseudonymize runs, by concurrency.
+// throughputRuns are the closed-loop unary pseudonymize runs, by
+// concurrency.
 func throughputRuns(g *GRPC) (concurrencies []int, byConc map[int][]GRPCRun) {
 	byConc = map[int][]GRPCRun{}
 	for _, r := range g.Runs {
-		if !r.closedLoop() || r.Calibration {
+		if !r.closedLoop() || r.Calibration || r.Op != "pseudonymize" {
 			continue
 		}
 		if _, ok := byConc[r.Concurrency]; !ok {

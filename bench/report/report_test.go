@@ -14,10 +14,11 @@ import (
 
 // sample is a pseudobench output in the shape cmd/pseudobench writes.
 const sample = `{
-  "tool": "pseudobench", "schema_version": 1, "started": "2026-01-02T03:04:05Z",
+  "tool": "pseudobench", "schema_version": 2, "started": "2026-01-02T03:04:05Z",
   "host": {"hostname": "h", "os": "linux", "arch": "amd64", "cpu": "Test CPU", "num_cpu": 2,
-           "go_version": "go1.26", "loadavg_start": "0.10 0.20 0.30", "loadavg_end": "0.40 0.50 0.60"},
-  "target": {"addr": "127.0.0.1:1", "tls": false, "op": "pseudonymize"},
+           "go_version": "go1.26", "loadavg_start": "0.10 0.20 0.30", "loadavg_end": "0.40 0.50 0.60", "cpus_allowed": "1"},
+  "target": {"addr": "127.0.0.1:1", "tls": false, "ops": ["pseudonymize", "identify", "mix"]},
+  "pinning": "pinned: server cpu 0, generator cpu 1",
   "cores": 2, "scalarmult_ns": 50000, "ceiling_items_per_s": 40000,
   "runs": [
     {"name": "pseudonymize b1 c1", "op": "pseudonymize", "batch": 1, "concurrency": 1, "calls": 100, "items_per_s": 8000,
@@ -31,8 +32,31 @@ const sample = `{
      "server_rss_peak_bytes": 140000000, "server_cpu_x_ceiling": 0.8},
     {"name": "pseudonymize b1 c8 load0.5", "op": "pseudonymize", "batch": 1, "concurrency": 8, "load": 0.5,
      "target_calls_per_s": 9000, "calls": 100, "items_per_s": 9000,
-     "latency_ms": {"p50": 0.3, "p90": 0.6, "p99": 1.5, "max": 2}, "x_ceiling": 0.225}
-  ]
+     "latency_ms": {"p50": 0.3, "p90": 0.6, "p99": 1.5, "max": 2}, "x_ceiling": 0.225},
+    {"name": "identify b1 c8 load0.5", "op": "identify", "batch": 1, "concurrency": 8, "load": 0.5,
+     "target_calls_per_s": 9000, "calls": 100, "items_per_s": 9000,
+     "latency_ms": {"p50": 3, "p90": 6, "p99": 15, "max": 20}, "x_ceiling": 0.225},
+    {"name": "identify b100 c2", "op": "identify", "batch": 100, "concurrency": 2, "calls": 10, "items_per_s": 39000,
+     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.975}
+  ],
+  "mix": {"arrivals": "poisson", "identify_share": 0.2, "items_min": 1, "items_max": 3, "callers": 64, "p99_bound_ms": 5,
+          "search": true, "max_calls_per_s": 1500, "max_items_per_s": 3000, "failed_calls_per_s": 1560, "converged": true,
+          "max_latency_ms": {"p50": 0.5, "p99": 4.5, "p999": 6},
+          "steps": [
+            {"name": "mix @1000/s", "op": "mix", "target_calls_per_s": 1000, "calls": 5000, "calls_per_s": 1000, "items_per_s": 2000,
+             "latency_ms": {"p50": 0.4, "p99": 2, "p999": 3}, "latency_by_op_ms": {"pseudonymize": {"p99": 1.9}, "identify": {"p99": 2.1}}, "pass": true},
+            {"name": "mix @2000/s", "op": "mix", "target_calls_per_s": 2000, "calls": 9000, "calls_per_s": 1800, "items_per_s": 3600,
+             "latency_ms": {"p50": 4, "p99": 40, "p999": 60}, "late_calls": 300, "pass": false},
+            {"name": "mix @1500/s", "op": "mix", "target_calls_per_s": 1500, "calls": 7500, "calls_per_s": 1500, "items_per_s": 3000,
+             "latency_ms": {"p50": 0.5, "p99": 4.5, "p999": 6}, "pass": true}
+          ]},
+  "soak": {"run": {"name": "soak", "op": "pseudonymize", "batch": 10, "concurrency": 16, "target_calls_per_s": 1000,
+                   "duration_s": 120, "calls": 120000, "items_per_s": 10000, "latency_ms": {"p50": 1, "p99": 3, "p999": 4}},
+           "window_s": 60,
+           "windows": [{"start_s": 0, "calls": 60000, "p50_ms": 1, "p99_ms": 3, "rss_mean_bytes": 31457280, "goroutines_mean": 40},
+                       {"start_s": 60, "calls": 60000, "p50_ms": 1, "p99_ms": 3.1, "rss_mean_bytes": 32505856, "goroutines_mean": 40}],
+           "rss_bytes": {"first": 30408704, "last": 32505856, "max": 33554432, "first_window_mean": 31457280, "last_window_mean": 32505856, "drift_pct": 3.33},
+           "goroutines": {"first": 39, "last": 40, "max": 42, "first_window_mean": 40, "last_window_mean": 40, "drift_pct": 0}}
 }`
 
 func sampleInputs(t *testing.T) (*GRPC, json.RawMessage, *compare.Result) {
@@ -98,7 +122,20 @@ func TestMarkdown(t *testing.T) {
 	if err := New(g, raw, c, nil).WriteMarkdown(&md, "throughput.png"); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"Test CPU", "| pseudonymize b100 c2 | 100 | 2 |", "0.10 0.20 0.30", "ours Pseudonymize", "![throughput and latency](throughput.png)", "**no**"} {
+	for _, s := range []string{"Test CPU", "| pseudonymize b100 c2 | 100 | 2 |", "0.10 0.20 0.30", "ours Pseudonymize", "![throughput and latency](throughput.png)", "**no**",
+		"- Mode: **pinned: server cpu 0, generator cpu 1** (the generator's CPUs: 1)",
+		"## gRPC load (bench/cmd/pseudobench; pinned: server cpu 0, generator cpu 1)",
+		"| identify b100 c2 | 100 | 2 |",
+		"## Prescription mix (pinned: server cpu 0, generator cpu 1)",
+		"80 % pseudonymize / 20 % identify, 64 callers",
+		"**Highest rate with p99 ≤ 5 ms: 1500 calls/s** (3000 items/s; p50 0.500 ms, p99 4.500 ms, p99.9 6.000 ms); 1560 calls/s failed.",
+		"| 1 | 1000 | 1000 | 2000 | 0.400 | 2.000 | 3.000 | 1.900 | 2.100 | 0 | 0 | 0 | yes |",
+		"| 2 | 2000 | 1800 | 3600 | 4.000 | 40.000 | 60.000 | - | - | 300 | 0 | 0 | no |",
+		"## Soak (pinned: server cpu 0, generator cpu 1)",
+		"- Server RSS: first 29.0 MiB, last 31.0 MiB, max 32.0 MiB; drift +3.3 % (mean of the first 60 s window 30.0 MiB, of the last 31.0 MiB)",
+		"- Server goroutines: first 39, last 40, max 42; drift +0.0 % (40.0 → 40.0)",
+		"| 60 | 60000 | 0 | 1.000 | 3.100 | 31.0 | 40 |",
+	} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}
@@ -118,6 +155,11 @@ func TestChart(t *testing.T) {
 	var svg bytes.Buffer
 	if err := WriteChart(&svg, g, "svg"); err != nil || !strings.Contains(svg.String(), "<svg") {
 		t.Errorf("SVG: %v", err)
+	}
+	for _, title := range []string{"Throughput of pseudonymize, server on 2 cores", "Latency of a pseudonymize call", "pinned: server cpu 0, generator cpu 1"} {
+		if !strings.Contains(svg.String(), title) {
+			t.Errorf("SVG lacks the title %q", title)
+		}
 	}
 	if err := WriteChart(&svg, g, "gif"); err == nil {
 		t.Error("no error for an unknown format")
