@@ -1,25 +1,51 @@
 #!/usr/bin/env bash
 # bench.sh measures the service and writes bench/results/: latest.json (all
 # numbers and the targets of the performance issue), latest.md (tables) and
-# throughput.png (chart). It needs only Go. docs/benchmarks.md explains it.
+# throughput.png (chart). It needs only Go (and taskset, from util-linux, to
+# pin). docs/benchmarks.md explains it.
 #
-# It builds cmd/pseudonymizer and, in the bench/ module, cmd/pseudobench,
-# cmd/compare and cmd/report. It starts the server in development mode (its
-# own temporary key file, plaintext on free loopback ports, no rate limit),
-# waits until it is healthy, runs the standard matrix with pseudobench (the
-# gRPC load generator), stops the server, runs the crypto comparison with
-# circl (compare) and renders the report (report).
+# It builds cmd/pseudonymizer, cmd/pseudoctl and, in the bench/ module,
+# cmd/pseudobench, cmd/compare and cmd/report. It makes a key file with the
+# demo domain demo_v1 and its next version demo_v2 (into which demo_v1's
+# owner, demo-owner, may convert), starts the server on it in development
+# mode (plaintext on free loopback ports, no rate limit), waits until it is
+# healthy, runs pseudobench (the gRPC load generator): the pseudonymize
+# matrix with an open-loop run at half load, every other operation (identify,
+# convert, and the three streams, 1-item and 100-item messages), the
+# prescription mix with the search of the highest rate whose p99 stays within
+# 5 ms, and an optional soak; stops the server, runs the crypto comparison
+# with circl (compare) and renders the report (report).
+#
+# Pinned measurement is the reference: by default the server runs on CPU
+# BENCH_SERVER_CPU and pseudobench on CPU BENCH_GEN_CPU (taskset), so that
+# the generator does not take the server's cores, and every ratio is to the
+# server's cores (pseudobench -cores). Where it cannot pin (no taskset, fewer
+# than 2 CPUs, CPUs not allowed), it says so and runs unpinned. The mode is
+# recorded in the JSON (pinning) and in every table and chart title.
 #
 # Environment (all optional):
-#   BENCH_DURATION      measured time of each gRPC run (default 5s)
-#   BENCH_RUNS          matrix, BATCHxCALLERS,... (default below)
+#   BENCH_PIN           1 (default): pin; 0: the old unpinned mode, server
+#                       and generator on all CPUs, ceiling for all of them
+#   BENCH_SERVER_CPU    CPU list of the server when pinned (default 0)
+#   BENCH_GEN_CPU       CPU list of pseudobench when pinned (default 1)
+#   BENCH_DURATION      measured time of each gRPC run, and of each step of
+#                       the mix search (default 5s)
+#   BENCH_RUNS          pseudonymize matrix, BATCHxCALLERS,... (default below)
 #   BENCH_LOAD          fractions of the best unary throughput for the
 #                       open-loop latency runs (default 0.5)
+#   BENCH_OPS           the other operations, comma-separated (default
+#                       identify,convert,pseudonymize-stream,identify-stream,
+#                       convert-stream; empty for none)
+#   BENCH_OPS_RUNS      their runs, BATCHxCALLERS,... (default 1x4,100x2)
+#   BENCH_MIX           1 (default): the prescription mix search; 0: none
+#   BENCH_SOAK          soak duration (e.g. 10m; default none)
+#   BENCH_PSEUDOBENCH_FLAGS  extra flags for pseudobench (e.g. -mix-steps 8
+#                       -soak-sample 10s)
 #   BENCH_SERVER_FLAGS  extra flags for cmd/pseudonymizer
 #   BENCH_PROFILE=1     also profile an in-process server (results/cpu-*.pprof,
 #                       with the binary results/pseudobench.bin)
 #   BENCH_OUT           results directory (default bench/results)
-# Takes about 2 minutes with the defaults, plus the first builds.
+# Takes about 4 minutes with the defaults, plus the first builds and the soak.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -27,11 +53,51 @@ ROOT="$PWD"
 DURATION="${BENCH_DURATION:-5s}"
 RUNS="${BENCH_RUNS:-1x1,1x2,1x4,1x8,10x2,10x4,100x2,100x4,1000x2,1000x4}"
 LOAD="${BENCH_LOAD:-0.5}"
+OPS="${BENCH_OPS-identify,convert,pseudonymize-stream,identify-stream,convert-stream}"
+OPS_RUNS="${BENCH_OPS_RUNS:-1x4,100x2}"
+MIX="${BENCH_MIX:-1}"
+SOAK="${BENCH_SOAK:-}"
+PIN="${BENCH_PIN:-1}"
+SERVER_CPU="${BENCH_SERVER_CPU:-0}"
+GEN_CPU="${BENCH_GEN_CPU:-1}"
 OUT="${BENCH_OUT:-$ROOT/bench/results}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
 step() { printf '\n== %s\n' "$*"; }
+
+# Where the server and the generator run. env and taskset both exec the
+# program, so that $! is the server's own process id.
+SERVER_ON=(env)
+GEN_ON=(env)
+CORES="$(nproc)"
+PINNING="unpinned"
+case "$PIN" in
+1)
+	why=""
+	if ! command -v taskset >/dev/null 2>&1; then
+		why="taskset not found (util-linux)"
+	elif [ "$(nproc)" -lt 2 ]; then
+		why="$(nproc) CPU available, 2 needed"
+	elif ! taskset -c "$SERVER_CPU" true 2>/dev/null || ! taskset -c "$GEN_CPU" true 2>/dev/null; then
+		why="cannot run on CPUs $SERVER_CPU and $GEN_CPU"
+	elif [ "$SERVER_CPU" = "$GEN_CPU" ]; then
+		why="BENCH_SERVER_CPU and BENCH_GEN_CPU are the same"
+	fi
+	if [ -z "$why" ]; then
+		SERVER_ON=(taskset -c "$SERVER_CPU")
+		GEN_ON=(taskset -c "$GEN_CPU")
+		CORES="$(taskset -c "$SERVER_CPU" nproc)"
+		PINNING="pinned: server cpu $SERVER_CPU, generator cpu $GEN_CPU"
+	else
+		echo "notice: cannot pin ($why): running unpinned, the generator shares the server's CPUs"
+		PINNING="unpinned (pinning unavailable: $why)"
+	fi
+	;;
+0) ;;
+*) echo "BENCH_PIN must be 1 or 0"; exit 2 ;;
+esac
+echo "mode: $PINNING; ceiling for $CORES server core(s)"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/pseudobench.XXXXXX")"
 SERVER_PID=""
@@ -45,13 +111,19 @@ cleanup() {
 trap cleanup EXIT
 
 step "build"
-go build -o "$TMP/pseudonymizer" ./cmd/pseudonymizer
+go build -o "$TMP/" ./cmd/pseudonymizer ./cmd/pseudoctl
 (cd bench && go build -o "$TMP/" ./cmd/pseudobench ./cmd/compare ./cmd/report)
 
-step "start the server (development mode, free loopback ports)"
+step "key file: demo_v1 (as the -dev server makes it) and demo_v2, its next version"
+STORE="file:$TMP/data/keys.json"
+"$TMP/pseudoctl" -store "$STORE" domain create demo_v1 -audience urn:pseudonymizer:demo:v1 \
+	-pseudonymize '*' -identify '*' -owners demo-owner
+"$TMP/pseudoctl" -store "$STORE" domain new-version demo_v1 demo_v2
+
+step "start the server (development mode, free loopback ports; $PINNING)"
 # Audit records stay on (info level), as in production; they go to a file.
 # shellcheck disable=SC2086
-"$TMP/pseudonymizer" -dev -data-dir "$TMP/data" -listen 127.0.0.1:0 -metrics-listen 127.0.0.1:0 \
+"${SERVER_ON[@]}" "$TMP/pseudonymizer" -dev -data-dir "$TMP/data" -listen 127.0.0.1:0 -metrics-listen 127.0.0.1:0 \
 	-rate 0 ${BENCH_SERVER_FLAGS:-} >"$TMP/server.out" 2>"$TMP/server.log" &
 SERVER_PID=$!
 ADDR="" METRICS=""
@@ -67,14 +139,31 @@ done
 if [ -z "$ADDR" ] || [ -z "$METRICS" ]; then
 	echo "the server did not print its addresses in 30 s:"; tail -20 "$TMP/server.log"; exit 1
 fi
-echo "gRPC $ADDR, metrics $METRICS (pid $SERVER_PID)"
+echo "gRPC $ADDR, metrics $METRICS (pid $SERVER_PID, CPUs $(taskset -pc "$SERVER_PID" 2>/dev/null | sed 's/.*: //' || echo unknown))"
 
-step "gRPC load: $RUNS, $DURATION each, then p99 at ${LOAD} of the best unary throughput"
+# The pseudonymize matrix, then each other operation's runs.
+runs="$RUNS"
+IFS=, read -r -a ops <<<"$OPS"
+IFS=, read -r -a opruns <<<"$OPS_RUNS"
+for op in ${ops[@]+"${ops[@]}"}; do
+	for r in "${opruns[@]}"; do runs="$runs,$op:$r"; done
+done
+args=(-addr "$ADDR" -metrics "$METRICS" -wait 30s -cores "$CORES" -pinning "$PINNING"
+	-op pseudonymize -runs "$runs" -load "$LOAD" -load-batch 1 -duration "$DURATION" -json "$TMP/grpc.json")
+what="runs $runs, $DURATION each, then p99 at ${LOAD} of the best unary throughput"
+if [ "$MIX" = 1 ]; then
+	args+=(-mix)
+	what="$what; the prescription mix search"
+fi
+if [ -n "$SOAK" ]; then
+	args+=(-soak "$SOAK")
+	what="$what; a $SOAK soak"
+fi
+step "gRPC load ($PINNING): $what"
 uptime || true
 status=0
-"$TMP/pseudobench" -addr "$ADDR" -metrics "$METRICS" -wait 30s \
-	-runs "$RUNS" -load "$LOAD" -load-batch 1 -duration "$DURATION" \
-	-json "$TMP/grpc.json" || status=$?
+# shellcheck disable=SC2086
+"${GEN_ON[@]}" "$TMP/pseudobench" "${args[@]}" ${BENCH_PSEUDOBENCH_FLAGS:-} || status=$?
 if [ ! -s "$TMP/grpc.json" ]; then
 	echo "pseudobench failed (status $status):"; tail -20 "$TMP/server.log"; exit 1
 fi
@@ -85,11 +174,11 @@ kill "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
 
-step "crypto comparison with circl (same process)"
-"$TMP/compare" -json "$TMP/compare.json"
+step "crypto comparison with circl (same process, on the server's CPUs)"
+"${SERVER_ON[@]}" "$TMP/compare" -json "$TMP/compare.json"
 
 if [ "${BENCH_PROFILE:-0}" = 1 ]; then
-	step "CPU profiles of an in-process server"
+	step "CPU profiles of an in-process server (unpinned: server and generator in one process)"
 	# The generator's goroutines carry the label pseudobench=generator:
 	# -tagignore leaves the server's side (and the garbage collector).
 	cp "$TMP/pseudobench" "$OUT/pseudobench.bin"
@@ -105,5 +194,6 @@ step "report"
 	-json "$OUT/latest.json" -md "$OUT/latest.md" -chart "$OUT/throughput.png"
 uptime || true
 echo
+echo "mode: $PINNING"
 echo "wrote $OUT/latest.json, $OUT/latest.md and $OUT/throughput.png"
 exit "$status"
