@@ -41,6 +41,9 @@ echo "$VAULT_BIN"
 step "unit and integration tests (-race)"
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v '/e2e$')
 
+step "benchmarks of both modules run once (-benchtime=1x), so that they keep compiling and running; no number is checked"
+go test -count=1 -run '^$' -bench . -benchtime=1x $(grep -rl --include='*_test.go' '^func Benchmark' --exclude-dir=bench --exclude-dir=e2e --exclude-dir=node_modules --exclude-dir=.cache . | xargs -r -n1 dirname | sort -u) && (cd bench && go test -count=1 -run '^$' -bench . -benchtime=1x ./...)
+
 step "fuzz: every target of the module for a short budget (scripts/fuzz.sh runs them longer)"
 FUZZTIME="${FUZZTIME:-3s}" SEEDS=0 scripts/fuzz.sh
 
