@@ -23,7 +23,7 @@ import (
 // and n-item messages, against an in-process server (convert from the demo
 // domain into DemoDomain2 as its owner).
 func TestOperations(t *testing.T) {
-	r, stdout := runJSON(t, "-inprocess", "-op", strings.Join(ops, ","), "-runs", "1x1,5x2", "-duration", "100ms", "-warmup", "20ms")
+	r, stdout := runJSON(t, "-inprocess", "-op", strings.Join(ops, ","), "-runs", "1x1,5x2", "-duration", "200ms", "-warmup", "100ms")
 	checkRuns(t, r, 2*len(ops))
 	if !slices.Equal(r.Target.Ops, ops) || r.Target.ToDomain != DemoDomain2 {
 		t.Errorf("target = %+v", r.Target)
