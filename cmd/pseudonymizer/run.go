@@ -14,6 +14,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/netutil"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
@@ -48,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	stopTracing, err := startTracing(ctx, log)
+	stopTracing, tracer, err := startTracing(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -84,6 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HealthInterval:       c.healthInterval,
 		Logger:               log,
 		AuditSync:            logOut.Sync,
+		TracerProvider:       tracer,
 		REST:                 restConfig(c),
 	})
 	if err != nil {
@@ -232,26 +235,31 @@ const tracingShutdownTimeout = 5 * time.Second
 // startTracing sets up OpenTelemetry tracing from the OTEL_* environment
 // (internal/tracing: off unless an OTLP collector is named) and logs
 // whether it is on and over which protocol, never the exporter's endpoint
-// or headers (OTEL_EXPORTER_OTLP_HEADERS may hold credentials). stop
-// exports the spans still queued, within tracingShutdownTimeout.
-func startTracing(ctx context.Context, log *slog.Logger) (stop func(), err error) {
+// or headers (OTEL_EXPORTER_OTLP_HEADERS may hold credentials). tp is the
+// tracer provider when tracing is on, nil when off (the server then
+// installs no instrumentation at all). stop exports the spans still
+// queued, within tracingShutdownTimeout.
+func startTracing(ctx context.Context, log *slog.Logger) (stop func(), tp trace.TracerProvider, err error) {
 	cfg, err := tracing.FromEnv(os.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tracing.LogErrors(log)
 	shutdown, err := tracing.Setup(ctx, "pseudonymizer", buildinfo.Read().Version)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.Info("pseudonymizer: tracing", "traces", cfg.String())
+	if cfg.Enabled {
+		tp = otel.GetTracerProvider()
+	}
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), tracingShutdownTimeout)
 		defer cancel()
 		if err := shutdown(sctx); err != nil {
 			log.Warn("pseudonymizer: tracing shutdown: spans may be lost", "err", err)
 		}
-	}, nil
+	}, tp, nil
 }
 
 func newLogger(c *config, stderr io.Writer) (*slog.Logger, error) {

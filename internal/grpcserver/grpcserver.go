@@ -132,8 +132,8 @@ type Config struct {
 	// Logger receives the audit records and the server's events;
 	// slog.Default() when nil.
 	Logger *slog.Logger
-	// TracerProvider makes the calls' spans (tracing.go); the global
-	// provider (internal/tracing.Setup) when nil.
+	// TracerProvider makes the calls' spans (tracing.go); nil turns
+	// tracing off (nothing of it is installed).
 	TracerProvider trace.TracerProvider
 	// Registry receives the metrics; a new registry (with the Go and
 	// process collectors) when nil.
@@ -257,11 +257,12 @@ func New(cfg Config) (*Server, error) {
 	// gateway's in-process server takes the principal the gateway
 	// authenticated (rest.go). Everything else is the same instances:
 	// metrics, audit, recovery, decoding limits, one rate limiter.
+	spans := spanAnnotator{on: cfg.TracerProvider != nil}
 	chain := func(authn mwauth.AuthFunc) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 		unary := []grpc.UnaryServerInterceptor{
 			srvMetrics.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(auditor.UnaryServerInterceptor(), notHealth),
-			spanAnnotator{}.unary(),
+			spans.unary(),
 			recovery.UnaryServerInterceptor(onPanic),
 			selector.UnaryServerInterceptor(mwauth.UnaryServerInterceptor(authn), notHealthCheck),
 			selector.UnaryServerInterceptor(dec.unaryInterceptor(), ours),
@@ -269,7 +270,7 @@ func New(cfg Config) (*Server, error) {
 		stream := []grpc.StreamServerInterceptor{
 			srvMetrics.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(auditor.StreamServerInterceptor(), notHealth),
-			spanAnnotator{}.stream(),
+			spans.stream(),
 			recovery.StreamServerInterceptor(onPanic),
 			selector.StreamServerInterceptor(mwauth.StreamServerInterceptor(authn), notHealthCheck),
 			selector.StreamServerInterceptor(dec.streamInterceptor(cfg.StreamIdleTimeout, func(rp *recovered.Panic) {
@@ -280,14 +281,16 @@ func New(cfg Config) (*Server, error) {
 			unary = append(unary, lim.UnaryServerInterceptor())
 			stream = append(stream, lim.StreamServerInterceptor())
 		}
+		// Interceptors that are off are nil.
+		unary = slices.DeleteFunc(unary, func(i grpc.UnaryServerInterceptor) bool { return i == nil })
+		stream = slices.DeleteFunc(stream, func(i grpc.StreamServerInterceptor) bool { return i == nil })
 		return unary, stream
 	}
 	unary, stream := chain(authenticate(cfg.Auth))
 	// opts are the options of both the gRPC listener's server and the
-	// gateway's in-process one.
+	// gateway's in-process one (tracing, when on, included).
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		tracingOption(cfg.TracerProvider),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
@@ -305,6 +308,9 @@ func New(cfg Config) (*Server, error) {
 			MinTime:             20 * time.Second,
 			PermitWithoutStream: true,
 		}),
+	}
+	if cfg.TracerProvider != nil {
+		opts = append(opts, tracingOption(cfg.TracerProvider))
 	}
 	gsOpts := append(slices.Clip(opts), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	if cfg.TLS != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/rs/cors"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -232,12 +231,16 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 		ExposedHeaders: []string{"Retry-After", "WWW-Authenticate"},
 		MaxAge:         600,
 	})
-	// An HTTP server span per request (otelhttp: method, route, status;
+	// When tracing is on, an HTTP server span per request (otelhttp: method, route, status;
 	// no body, no query), parent of the in-process call's span; the
 	// caller's traceparent, if any, is its parent. Metrics stay
 	// Prometheus'.
-	g.handler = otelhttp.NewHandler(g.checkOrigin(c.Handler(root)), "pseudonymizer.rest",
-		otelhttp.WithTracerProvider(tracerProvider(tp)),
+	g.handler = g.checkOrigin(c.Handler(root))
+	if tp == nil {
+		return g, nil // tracing is off
+	}
+	g.handler = otelhttp.NewHandler(g.handler, "pseudonymizer.rest",
+		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelhttp.WithPropagators(traceContext),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "REST " + r.Method }),
@@ -249,14 +252,6 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 // tracestate only (no baggage: caller-chosen data the service has no use
 // for), whatever the global propagator.
 var traceContext = propagation.TraceContext{}
-
-// tracerProvider is tp, or the global provider when nil.
-func tracerProvider(tp trace.TracerProvider) trace.TracerProvider {
-	if tp == nil {
-		return otel.GetTracerProvider()
-	}
-	return tp
-}
 
 // mdCarrier carries a trace context in gRPC metadata.
 type mdCarrier metadata.MD

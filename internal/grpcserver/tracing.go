@@ -26,8 +26,11 @@ import (
 //
 // Each call of pseudonymizer.v1 (and of server reflection) gets a server
 // span, made by otelgrpc's stats handler (tracingOption) with the tracer
-// provider of Config.TracerProvider, or the global one that
-// internal/tracing.Setup installs (a no-op one when tracing is off). The
+// provider of Config.TracerProvider (cmd/pseudonymizer passes the one that
+// internal/tracing.Setup installs when tracing is on). When it is nil,
+// tracing is off and nothing of it is installed: no stats handler, no
+// interceptor, no HTTP instrumentation, so an untraced call pays nothing.
+// The
 // caller's W3C trace context, when it sends one, is the span's parent.
 // Health checks get no span (probes would flood the traces), nor do
 // unknown methods, whose names are whatever the caller sent. Calls through
@@ -108,12 +111,12 @@ var tracedMethods = func() map[string]bool {
 	return m
 }()
 
-// tracingOption is the server option that makes the calls' spans, with tp
-// (the global provider when nil). Every grpc.Server built with it traces
-// the same way; spanAnnotator completes its spans.
+// tracingOption is the server option that makes the calls' spans, with
+// tp. Every grpc.Server built with it traces the same way; spanAnnotator
+// completes its spans.
 func tracingOption(tp trace.TracerProvider) grpc.ServerOption {
 	return grpc.StatsHandler(statusOnly{otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(tp), // nil: the global provider
+		otelgrpc.WithTracerProvider(tp),
 		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelgrpc.WithPropagators(traceContext), // rest.go
 		otelgrpc.WithFilter(filters.All(
@@ -148,9 +151,16 @@ func (h statusOnly) HandleRPC(ctx context.Context, s stats.RPCStats) {
 // audit interceptor, which gives it the record, and outside the recovery
 // interceptor, so that it sees the error the caller gets, a panic's
 // included.
-type spanAnnotator struct{}
+type spanAnnotator struct {
+	// on: tracing is on (Config.TracerProvider is set); off, the
+	// interceptors are nil and left out of the chain.
+	on bool
+}
 
-func (spanAnnotator) unary() grpc.UnaryServerInterceptor {
+func (a spanAnnotator) unary() grpc.UnaryServerInterceptor {
+	if !a.on {
+		return nil
+	}
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		annotateSpan(ctx, info.FullMethod, err)
@@ -158,7 +168,10 @@ func (spanAnnotator) unary() grpc.UnaryServerInterceptor {
 	}
 }
 
-func (spanAnnotator) stream() grpc.StreamServerInterceptor {
+func (a spanAnnotator) stream() grpc.StreamServerInterceptor {
+	if !a.on {
+		return nil
+	}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
 		annotateSpan(ss.Context(), info.FullMethod, err)
