@@ -218,12 +218,16 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 		return nil, fmt.Errorf("grpcserver: REST gateway routes: %v", err)
 	}
 
-	root := http.NewServeMux()
-	root.HandleFunc("GET /pseudo/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(pb.OpenAPI)
+	// Not an http.ServeMux: it would answer unclean paths ("/.") with a
+	// redirect in HTML. Everything but the document is the gateway's.
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/pseudo/v1/openapi.json" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(pb.OpenAPI)
+			return
+		}
+		mux.ServeHTTP(w, r)
 	})
-	root.Handle("/", mux)
 	c := cors.New(cors.Options{
 		AllowedOrigins: slices.Sorted(maps.Keys(g.origins)),
 		AllowedMethods: []string{http.MethodGet, http.MethodPost},
