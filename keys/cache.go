@@ -223,18 +223,25 @@ func (c *Cache) markGood(served map[string]*Domain, good []string, now time.Time
 
 // logChanges writes one record per domain that was added, changed or
 // removed between two snapshots: its name, generation and active transit
-// key id, never key material.
+// key id and, for a split domain, its mode and the generation of the share
+// k₁ now used (an operator sees when a split or a refresh of the shares is
+// taken), never key material.
 func (c *Cache) logChanges(old, next map[string]*Domain, changed []string) {
 	for _, name := range changed {
 		d, ok := next[name]
-		switch _, was := old[name]; {
-		case !ok:
+		if !ok {
 			c.log.Info("keys: domain removed", "domain", name)
-		case !was:
-			c.log.Info("keys: domain added", "domain", name, "generation", d.Generation, "active_kid", d.Transit.Active)
-		default:
-			c.log.Info("keys: domain changed", "domain", name, "generation", d.Generation, "active_kid", d.Transit.Active)
+			continue
 		}
+		msg := "keys: domain changed"
+		if _, was := old[name]; !was {
+			msg = "keys: domain added"
+		}
+		attrs := []any{"domain", name, "generation", d.Generation, "active_kid", d.Transit.Active}
+		if d.Mode == ModeSplit {
+			attrs = append(attrs, "mode", d.Mode.String(), "share_generation", d.ShareGeneration)
+		}
+		c.log.Info(msg, attrs...)
 	}
 }
 

@@ -66,7 +66,8 @@ func (f *failingSource) Domains(ctx context.Context) ([]string, error) {
 // TestCacheFreshnessAndChangeLog: LastGood advances with every poll that
 // confirms a domain, stops during an outage and while a domain's newest
 // version is refused; each added, changed or removed domain is logged once,
-// with its generation and active kid only.
+// with its generation and active kid only (and, split, its mode and share
+// generation).
 func TestCacheFreshnessAndChangeLog(t *testing.T) {
 	a := genDomain(t, "a_v1", "urn:test:a", 1, Policy{})
 	b := genDomain(t, "b_v1", "urn:test:b", 1, Policy{})
@@ -125,6 +126,15 @@ func TestCacheFreshnessAndChangeLog(t *testing.T) {
 		a = a2
 	})
 
+	t.Run("split logged with its share generation", func(t *testing.T) {
+		split := *a
+		split.Mode, split.ShareGeneration, split.Generation = ModeSplit, 2, 3
+		src.set(&split, b)
+		want := fmt.Sprintf("INFO keys: domain changed domain=a_v1 generation=3 active_kid=%s mode=split share_generation=2", a.Transit.Active)
+		waitfor.Cond(t, 5*time.Second, "the change record of the split domain", func() bool { return h.count(want) > 0 })
+		a = &split
+	})
+
 	t.Run("outage freezes", func(t *testing.T) {
 		src.fail.Store(true)
 		f := failed.Load()
@@ -167,7 +177,8 @@ func TestCacheFreshnessAndChangeLog(t *testing.T) {
 	})
 
 	// Never key material: the change records name the domain, its
-	// generation and active kid, nothing else.
+	// generation, active kid, and mode and share generation when split,
+	// nothing else.
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range h.recs {
@@ -176,7 +187,7 @@ func TestCacheFreshnessAndChangeLog(t *testing.T) {
 		}
 		for _, f := range strings.Fields(r)[2:] {
 			key, _, _ := strings.Cut(f, "=")
-			if !slices.Contains([]string{"added", "changed", "removed", "domain", "generation", "active_kid"}, key) {
+			if !slices.Contains([]string{"added", "changed", "removed", "domain", "generation", "active_kid", "mode", "share_generation"}, key) {
 				t.Errorf("record %q has %q", r, key)
 			}
 		}

@@ -62,6 +62,10 @@ type config struct {
 	shutdownTimeout time.Duration
 
 	vaultAddr, vaultToken, vaultRoleID, vaultSecretIDFile, vaultCA, vaultMount string
+	// vaultSharesMount and shareFile: where the shares of split domains
+	// are (the key-share plugin's mount; the service's k₁ in a file
+	// instead of KV).
+	vaultSharesMount, shareFile string
 
 	logLevel, logFormat string
 }
@@ -123,6 +127,8 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vaultSecretIDFile, "vault-secret-id-file", "", "`file` holding the AppRole secret_id")
 	fs.StringVar(&c.vaultCA, "vault-ca", "", "PEM `file` of the CAs that verify Vault's TLS certificate (default $VAULT_CACERT)")
 	fs.StringVar(&c.vaultMount, "vault-mount", "", "`path` of the KV v2 mount (default pseudonymizer)")
+	fs.StringVar(&c.vaultSharesMount, "vault-shares-mount", "", "`path` of the key-share plugin that holds k₂ of split domains (default pseudonymizer-shares)")
+	fs.StringVar(&c.shareFile, "share-file", "", "JSON `file` (mode 0600) of the service's shares k₁ of split domains, written by pseudoctl -share-file (default: k₁ in Vault KV)")
 
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or text")
@@ -133,6 +139,10 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
+
+// envAliases are earlier names of flags' environment variables, read when
+// the flag's own variable (envName) is unset.
+var envAliases = map[string]string{"vault-shares-mount": "PSEUDONYMIZER_SHARES_MOUNT"}
 
 // parseConfig layers the flags over the environment over the config file
 // over the defaults.
@@ -160,9 +170,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if err != nil || set[f.Name] || f.Name == "version" {
 			return
 		}
-		if v, ok := lookup(getenv, envName(f.Name)); ok {
+		name := envName(f.Name)
+		v, ok := lookup(getenv, name)
+		if alias := envAliases[f.Name]; !ok && alias != "" {
+			name = alias
+			v, ok = lookup(getenv, name)
+		}
+		if ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = usagef("%s: %v", envName(f.Name), e)
+				err = usagef("%s: %v", name, e)
 				return
 			}
 			set[f.Name] = true
@@ -330,6 +346,8 @@ func (c *config) check(getenv func(string) string) error {
 	switch {
 	case c.dev && c.vaultAddr != "":
 		return usagef("-dev uses the development key file: drop -vault-addr, or drop -dev")
+	case c.dev && c.shareFile != "":
+		return usagef("-dev keeps every domain whole (single mode) in the development key file: drop -share-file (split keys need Vault and its key-share plugin)")
 	case !c.dev && c.vaultAddr == "":
 		return usagef("no key store: give -vault-addr (or VAULT_ADDR), or -dev for the development key file")
 	}

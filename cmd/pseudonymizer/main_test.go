@@ -73,6 +73,42 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestConfigSplitShares: -share-file and -vault-shares-mount come, like
+// every flag, from the command line, the environment
+// (PSEUDONYMIZER_SHARE_FILE, PSEUDONYMIZER_VAULT_SHARES_MOUNT, or the earlier
+// name PSEUDONYMIZER_SHARES_MOUNT when the new one is unset) or the config
+// file, in that order; unset, the store's defaults apply (k₁ in KV, the
+// plugin at pseudonymizer-shares).
+func TestConfigSplitShares(t *testing.T) {
+	file := writeFile(t, `{"share-file": "/from/file.json", "vault-shares-mount": "file-mount"}`)
+	for _, tc := range []struct {
+		name             string
+		args             []string
+		env              map[string]string
+		wantFile, wantMt string
+	}{
+		{"defaults", nil, nil, "", ""},
+		{"flags", []string{"-share-file", "/flag.json", "-vault-shares-mount", "flag-mount"},
+			map[string]string{"PSEUDONYMIZER_SHARE_FILE": "/env.json", "PSEUDONYMIZER_VAULT_SHARES_MOUNT": "env-mount"},
+			"/flag.json", "flag-mount"},
+		{"environment", nil,
+			map[string]string{"PSEUDONYMIZER_SHARE_FILE": "/env.json", "PSEUDONYMIZER_VAULT_SHARES_MOUNT": "env-mount", "PSEUDONYMIZER_CONFIG": file},
+			"/env.json", "env-mount"},
+		{"earlier variable name", nil, map[string]string{"PSEUDONYMIZER_SHARES_MOUNT": "old-mount"}, "", "old-mount"},
+		{"new variable name first", nil,
+			map[string]string{"PSEUDONYMIZER_SHARES_MOUNT": "old-mount", "PSEUDONYMIZER_VAULT_SHARES_MOUNT": "env-mount"}, "", "env-mount"},
+		{"config file", []string{"-config", file}, nil, "/from/file.json", "file-mount"},
+	} {
+		c, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if c.shareFile != tc.wantFile || c.vaultSharesMount != tc.wantMt {
+			t.Errorf("%s: share file %q, shares mount %q; want %q, %q", tc.name, c.shareFile, c.vaultSharesMount, tc.wantFile, tc.wantMt)
+		}
+	}
+}
+
 func writeFile(t *testing.T, content string) string {
 	p := filepath.Join(t.TempDir(), "f.json")
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -101,6 +137,11 @@ func TestConfigChecks(t *testing.T) {
 		{[]string{"-dev", "-vault-addr", "https://v"}, nil, "drop -vault-addr"},
 		{[]string{"-dev"}, map[string]string{"VAULT_ADDR": "https://v"}, ""}, // VAULT_ADDR alone does not conflict
 		{[]string{"-dev", "-log-format", "xml"}, nil, "-log-format"},
+		// Development mode keeps single-key domains: no share file.
+		{[]string{"-dev", "-share-file", "/run/shares.json"}, nil, "drop -share-file"},
+		{[]string{"-dev"}, map[string]string{"PSEUDONYMIZER_SHARE_FILE": "/run/shares.json"}, "drop -share-file"},
+		{[]string{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca", "-vault-addr", "https://v",
+			"-share-file", "/run/shares.json", "-vault-shares-mount", "shares"}, nil, ""},
 	} {
 		c, err := parseConfig(tc.args, env(tc.env), io.Discard)
 		if err == nil {

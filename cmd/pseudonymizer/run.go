@@ -299,6 +299,7 @@ func openStore(ctx context.Context, c *config, log *slog.Logger) (src keys.Sourc
 		RoleID:       c.vaultRoleID,
 		SecretIDFile: c.vaultSecretIDFile,
 		Mount:        c.vaultMount,
+		Shares:       vault.ShareConfig{Mount: c.vaultSharesMount, File: c.shareFile},
 		Mode:         vault.Service,
 		Logger:       log,
 	})

@@ -55,10 +55,10 @@ type Config struct {
 	// Mode is Service (the default) or Owner.
 	Mode Mode
 	// Shares says where the shares of split domains are (the key-share
-	// plugin's mount, the service's share k₁ in KV or a file). Where its
-	// Mount or File is empty, the environment variable
-	// PSEUDONYMIZER_SHARES_MOUNT or PSEUDONYMIZER_SHARE_FILE gives it; else
-	// the defaults (DefaultSharesMount, k₁ in KV). See [Store.SetShares].
+	// plugin's mount, the service's share k₁ in KV or a file); empty
+	// fields take the defaults (DefaultSharesMount, k₁ in KV). See
+	// [Store.SetShares]. (cmd/pseudonymizer sets them from its flags
+	// -vault-shares-mount and -share-file.)
 	Shares ShareConfig
 	// Timeout of one request to Vault; 30 s when zero.
 	Timeout time.Duration
@@ -168,12 +168,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		first = tokenSecret(client.Token(), sec)
 	}
 	s := NewStore(client, cfg.Mount, cfg.Mode)
-	if cfg.Shares.Mount == "" {
-		cfg.Shares.Mount = os.Getenv("PSEUDONYMIZER_SHARES_MOUNT")
-	}
-	if cfg.Shares.File == "" {
-		cfg.Shares.File = os.Getenv("PSEUDONYMIZER_SHARE_FILE")
-	}
 	s.SetShares(cfg.Shares)
 	s.auth = a
 	go a.run(first)
