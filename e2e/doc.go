@@ -44,6 +44,17 @@
 //     raft) on loopback, points the service at all three nodes, stops the
 //     active node under load (no call may fail) and checks that the service
 //     follows the new active node.
+//   - TestSplitKeys runs split domain keys (k = k₁·k₂, k₂ in the real
+//     key-share plugin, cmd/pseudonymizer-vault-plugin, registered in Vault
+//     with its SHA-256) in two deployments side by side: k₁ in Vault KV, and
+//     k₁ in the service's file (-share-file) with the plugin at another
+//     mount (-vault-shares-mount). The prescription scenarios run on
+//     domains created with `pseudoctl domain create -split`; domains
+//     migrated with `pseudoctl domain split` and refreshed with `domain
+//     refresh-shares` keep their pseudonyms at rest; a refresh, a reload
+//     and a SIGKILL of the plugin under load fail no call; the plugin unable
+//     to start fails items with UNAVAILABLE and turns health NOT_SERVING,
+//     and both recover.
 //   - TestHostileInputs runs a table of attacks (bad points, lengths and
 //     encodings, transitInfo tampering, authentication bypasses, floods,
 //     faults) against the production-mode binary, each with its expected
