@@ -55,6 +55,8 @@
 //     and a SIGKILL of the plugin under load fail no call; the plugin unable
 //     to start fails items with UNAVAILABLE and turns health NOT_SERVING,
 //     and both recover.
+//   - TestVaultDevScript runs scripts/vault-dev.sh and the command lines it
+//     prints: the service and a round trip in each demo domain (one split).
 //   - TestHostileInputs runs a table of attacks (bad points, lengths and
 //     encodings, transitInfo tampering, authentication bypasses, floods,
 //     faults) against the production-mode binary, each with its expected

@@ -1,14 +1,17 @@
 // Command vaultdev is a production-like set-up in one command, run by
 // scripts/vault-dev.sh: it starts a Vault dev server on loopback, sets it
-// up as an operator would for the pseudonymizer (KV v2 mount, service and
-// admin policies, AppRoles for the service and for one owner, a demo domain
-// made by pseudoctl), makes a CA with a server and a client certificate,
+// up as an operator would for the pseudonymizer (KV v2 mount, the key-share
+// plugin of split domain keys registered with its SHA-256 and mounted, a
+// file audit device, service, admin and migrate policies, AppRoles for the
+// service and for one owner, two demo domains made by pseudoctl: one with a
+// whole key, one split), makes a CA with a server and a client certificate,
 // writes everything into a directory and prints the exact pseudonymizer and
 // pseudo command lines to run against it. Vault runs until Ctrl-C (SIGINT or
 // SIGTERM), and is stopped then.
 //
 // It needs pseudoctl on PATH (go install ./cmd/...) or named by -pseudoctl,
-// and the Vault binary named by -vault (scripts/vault-bin.sh prints it).
+// the Vault binary named by -vault (scripts/vault-bin.sh prints it) and the
+// plugin binary named by -plugin (scripts/vault-plugin.sh prints it).
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -36,18 +40,23 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/ehealth-pseudo/pseudonymizer/keyshare"
 	"github.com/ehealth-pseudo/pseudonymizer/vault/policies"
 )
 
-// The demo deployment.
+// The demo deployment: domain has a whole scalar k (single mode),
+// splitDomain a split one (k = k₁·k₂, k₁ in KV, k₂ in the plugin).
 const (
 	mount         = "pseudonymizer"
 	domain        = "prescriptions_v1"
 	audience      = "urn:demo:prescriptions"
+	splitDomain   = "therlink_v1"
+	splitAudience = "urn:demo:therlink"
 	ownerName     = "recip-e"
 	clientPrinc   = "spiffe://demo/prescriber"
 	servicePolicy = "pseudonymizer-service"
 	adminPolicy   = "pseudonymizer-admin"
+	migratePolicy = "pseudonymizer-migrate"
 	serviceRole   = "pseudonymizer"
 	demoNISS      = "85.07.30-033.28"
 )
@@ -62,9 +71,13 @@ func main() {
 func run() error {
 	vaultBin := flag.String("vault", os.Getenv("VAULT_BIN"), "Vault binary (scripts/vault-bin.sh prints it)")
 	ctl := flag.String("pseudoctl", "pseudoctl", "pseudoctl binary (go install ./cmd/... puts it on PATH)")
+	plugin := flag.String("plugin", "", "the key-share plugin binary, cmd/pseudonymizer-vault-plugin (scripts/vault-plugin.sh prints it)")
 	flag.Parse()
 	if *vaultBin == "" {
 		return errors.New("no Vault binary: give -vault (scripts/vault-bin.sh prints its path)")
+	}
+	if *plugin == "" {
+		return errors.New("no key-share plugin: give -plugin (scripts/vault-plugin.sh prints its path)")
 	}
 	ctlPath, err := exec.LookPath(*ctl)
 	if err != nil {
@@ -78,6 +91,13 @@ func run() error {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// Vault's plugin directory (plugin_directory; -dev-plugin-dir in dev
+	// mode) and the plugin's checksum for the registration.
+	pluginDir := filepath.Join(dir, "plugins")
+	pluginSum, err := installPlugin(*plugin, pluginDir)
+	if err != nil {
 		return err
 	}
 
@@ -99,7 +119,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	vcmd := exec.Command(*vaultBin, "server", "-dev", "-dev-root-token-id="+rootToken,
-		"-dev-listen-address="+vaultListen, "-dev-no-store-token")
+		"-dev-listen-address="+vaultListen, "-dev-no-store-token", "-dev-plugin-dir="+pluginDir)
 	vcmd.Stdout, vcmd.Stderr = logFile, logFile
 	vcmd.Env = withoutVaultEnv()
 	if err := vcmd.Start(); err != nil {
@@ -133,7 +153,7 @@ func run() error {
 	if err := waitVault(ctx, root, exited); err != nil {
 		return fmt.Errorf("the Vault server did not start (see %s): %v", logFile.Name(), err)
 	}
-	a, err := setup(ctx, root, ctlPath, vaultAddr, dir)
+	a, err := setup(ctx, root, ctlPath, vaultAddr, dir, pluginSum)
 	if err != nil {
 		return err
 	}
@@ -152,31 +172,41 @@ func run() error {
 	conn := strings.Join([]string{"-addr", listen, "-ca", q(p("ca.crt")), "-cert", q(p("client.crt")), "-key", q(p("client.key"))}, " ")
 	pz := "pseudo " + conn + " pseudonymize -domain " + domain + " -kind niss " + demoNISS
 	id := "pseudo " + conn + " identify -domain " + domain + " -kind niss \"$(" + pz + ")\""
+	splitPz := "pseudo " + conn + " pseudonymize -domain " + splitDomain + " -kind niss " + demoNISS
+	splitID := "pseudo " + conn + " identify -domain " + splitDomain + " -kind niss \"$(" + splitPz + ")\""
 
-	fmt.Printf(`Vault %s (dev server, in memory; log %s)
-  root token %s, admin token in %s
+	fmt.Printf(`Vault %s (dev server, in memory; log %s, audit log %s)
+  root token %s, admin token in %s, admin + migrate token in %s
+  key-share plugin %s (SHA-256 %s) mounted at %s/
   service AppRole: role_id %s, secret_id in %s
   owner %s AppRole: role_id %s, secret_id in %s
-  demo domain %s: owner %s, client %s may pseudonymize and identify
+  demo domains, owner %s, client %s may pseudonymize and identify:
+    %-17s single mode (k in KV)
+    %-17s split mode (k = k1*k2: k1 in KV, k2 in the plugin; k never existed)
   CA, server and client certificates in %s
 
-pseudoctl against it:
+pseudoctl against it (domain show %s, domain refresh-shares %s; domain split
+%s needs the admin + migrate token):
   export VAULT_ADDR=%s VAULT_TOKEN=$(cat %s)
 
 run the service:
   %s
 
-then, in another terminal, a pseudonymize and identify round trip:
+then, in another terminal, a pseudonymize and identify round trip in each domain:
+  %s
+  %s
   %s
   %s
 
 vault-dev: ready; Ctrl-C stops Vault
-`, vaultAddr, logFile.Name(), rootToken, p("admin-token"),
+`, vaultAddr, logFile.Name(), p("audit.log"), rootToken, p("admin-token"), p("migrate-token"),
+		keyshare.Name, pluginSum, keyshare.DefaultMount,
 		a.serviceRoleID, p("service-secret-id"),
 		ownerName, a.ownerRoleID, p("owner-secret-id"),
-		domain, ownerName, clientPrinc, dir,
+		ownerName, clientPrinc, domain, splitDomain, dir,
+		splitDomain, splitDomain, domain,
 		vaultAddr, q(p("admin-token")),
-		server, pz, id)
+		server, pz, id, splitPz, splitID)
 
 	select {
 	case <-ctx.Done():
@@ -199,11 +229,51 @@ func q(s string) string {
 
 type appRoles struct{ serviceRoleID, ownerRoleID string }
 
-// setup does what the README's "Vault in production" set-up does.
-func setup(ctx context.Context, c *api.Client, ctl, addr, dir string) (appRoles, error) {
+// installPlugin copies the plugin binary into Vault's plugin directory
+// (atomically) and returns its SHA-256 in hex, which its registration
+// pins.
+func installPlugin(bin, dir string) (string, error) {
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		return "", fmt.Errorf("the key-share plugin: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(dir, "."+keyshare.Name+".tmp")
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, keyshare.Name)); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// setup does what the README's "Vault in production" set-up and
+// docs/split-keys.md's deployment do.
+func setup(ctx context.Context, c *api.Client, ctl, addr, dir, pluginSum string) (appRoles, error) {
 	var a appRoles
+	// The audit device records every request, the plugin's multiply
+	// included (values HMAC'd).
+	if err := c.Sys().EnableAuditWithOptionsWithContext(ctx, "file", &api.EnableAuditOptions{
+		Type: "file", Options: map[string]string{"file_path": filepath.Join(dir, "audit.log")},
+	}); err != nil {
+		return a, fmt.Errorf("enabling the file audit device: %v", err)
+	}
 	if err := c.Sys().MountWithContext(ctx, mount, &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
 		return a, fmt.Errorf("enabling KV v2 at %s: %v", mount, err)
+	}
+	// vault plugin register -sha256=… secret pseudonymizer-vault-plugin;
+	// vault secrets enable -path=pseudonymizer-shares pseudonymizer-vault-plugin
+	if err := c.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
+		Name: keyshare.Name, Type: api.PluginTypeSecrets, Command: keyshare.Name, SHA256: pluginSum,
+	}); err != nil {
+		return a, fmt.Errorf("registering the key-share plugin: %v", err)
+	}
+	if err := c.Sys().MountWithContext(ctx, keyshare.DefaultMount, &api.MountInput{Type: keyshare.Name}); err != nil {
+		return a, fmt.Errorf("enabling the key-share plugin at %s: %v", keyshare.DefaultMount, err)
 	}
 	// A new KV v2 mount upgrades itself in the background.
 	if err := retry(ctx, func() error {
@@ -212,47 +282,69 @@ func setup(ctx context.Context, c *api.Client, ctl, addr, dir string) (appRoles,
 	}); err != nil {
 		return a, fmt.Errorf("KV v2 at %s not ready: %v", mount, err)
 	}
-	ownerHCL, err := policies.Owner(ownerName, domain)
-	if err != nil {
-		return a, err
+	hcl := map[string]string{servicePolicy: policies.Service, adminPolicy: policies.Admin, migratePolicy: policies.Migrate}
+	var ownerPolicies []string
+	for _, d := range []string{domain, splitDomain} {
+		ownerHCL, err := policies.Owner(ownerName, d)
+		if err != nil {
+			return a, err
+		}
+		name := "owner-" + ownerName + "-" + d
+		hcl[name] = ownerHCL
+		ownerPolicies = append(ownerPolicies, name)
 	}
-	ownerPolicy := "owner-" + ownerName + "-" + domain
-	for name, hcl := range map[string]string{servicePolicy: policies.Service, adminPolicy: policies.Admin, ownerPolicy: ownerHCL} {
-		if err := c.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
+	for name, text := range hcl {
+		if err := c.Sys().PutPolicyWithContext(ctx, name, text); err != nil {
 			return a, fmt.Errorf("writing policy %s: %v", name, err)
 		}
 	}
 	if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
 		return a, fmt.Errorf("enabling AppRole: %v", err)
 	}
-	if a.serviceRoleID, err = appRole(ctx, c, serviceRole, servicePolicy, filepath.Join(dir, "service")); err != nil {
+	var err error
+	if a.serviceRoleID, err = appRole(ctx, c, serviceRole, filepath.Join(dir, "service"), servicePolicy); err != nil {
 		return a, err
 	}
-	if a.ownerRoleID, err = appRole(ctx, c, ownerPolicy, ownerPolicy, filepath.Join(dir, "owner")); err != nil {
+	if a.ownerRoleID, err = appRole(ctx, c, "owner-"+ownerName, filepath.Join(dir, "owner"), ownerPolicies...); err != nil {
 		return a, err
 	}
-	tok, err := c.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{Policies: []string{adminPolicy}, TTL: "24h"})
+	adminToken, err := token(ctx, c, filepath.Join(dir, "admin-token"), adminPolicy)
 	if err != nil {
-		return a, fmt.Errorf("creating the admin token: %v", err)
-	}
-	adminToken := tok.Auth.ClientToken
-	if err := os.WriteFile(filepath.Join(dir, "admin-token"), []byte(adminToken+"\n"), 0o600); err != nil {
 		return a, err
 	}
-	cmd := exec.CommandContext(ctx, ctl, "domain", "create", domain, "-audience", audience,
-		"-pseudonymize", clientPrinc, "-identify", clientPrinc, "-owners", ownerName)
-	cmd.Env = append(withoutVaultEnv(), "VAULT_ADDR="+addr, "VAULT_TOKEN="+adminToken)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return a, fmt.Errorf("pseudoctl domain create: %v\n%s", err, out)
+	// For `pseudoctl domain split` (reads k once): revoke it after use.
+	if _, err := token(ctx, c, filepath.Join(dir, "migrate-token"), adminPolicy, migratePolicy); err != nil {
+		return a, err
+	}
+	for _, args := range [][]string{
+		{domain, "-audience", audience},
+		{splitDomain, "-audience", splitAudience, "-split"},
+	} {
+		cmd := exec.CommandContext(ctx, ctl, append(append([]string{"domain", "create"}, args...),
+			"-pseudonymize", clientPrinc, "-identify", clientPrinc, "-owners", ownerName)...)
+		cmd.Env = append(withoutVaultEnv(), "VAULT_ADDR="+addr, "VAULT_TOKEN="+adminToken)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return a, fmt.Errorf("pseudoctl domain create %s: %v\n%s", args[0], err, out)
+		}
 	}
 	return a, nil
 }
 
-// appRole creates an AppRole role and writes its role_id and a secret_id
-// to prefix-role-id and prefix-secret-id.
-func appRole(ctx context.Context, c *api.Client, role, policy, prefix string) (string, error) {
+// token creates a token with policies, valid 24 hours, and writes it to
+// the file path.
+func token(ctx context.Context, c *api.Client, path string, policies ...string) (string, error) {
+	tok, err := c.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{Policies: policies, TTL: "24h"})
+	if err != nil {
+		return "", fmt.Errorf("creating a token of %v: %v", policies, err)
+	}
+	return tok.Auth.ClientToken, os.WriteFile(path, []byte(tok.Auth.ClientToken+"\n"), 0o600)
+}
+
+// appRole creates an AppRole role with policies and writes its role_id and
+// a secret_id to prefix-role-id and prefix-secret-id.
+func appRole(ctx context.Context, c *api.Client, role, prefix string, policies ...string) (string, error) {
 	if _, err := c.Logical().WriteWithContext(ctx, "auth/approle/role/"+role, map[string]any{
-		"token_policies": []string{policy}, "token_ttl": "1h", "token_max_ttl": "24h",
+		"token_policies": policies, "token_ttl": "1h", "token_max_ttl": "24h",
 	}); err != nil {
 		return "", fmt.Errorf("creating AppRole %s: %v", role, err)
 	}
