@@ -228,6 +228,9 @@ type guardedStream struct {
 	log  func(*recovered.Panic)
 	want chan struct{}
 	msgs chan received
+	// idleTimer is reused from message to message (Go 1.23 timers: Reset
+	// after Stop never sees a stale expiry).
+	idleTimer *time.Timer
 }
 
 type received struct {
@@ -244,12 +247,16 @@ func (s *guardedStream) RecvMsg(m any) error {
 		go s.receive(ctx)
 	}
 	s.want <- struct{}{} // never blocks: one request at a time
-	t := time.NewTimer(s.idle)
-	defer t.Stop()
+	if s.idleTimer == nil {
+		s.idleTimer = time.NewTimer(s.idle)
+	} else {
+		s.idleTimer.Reset(s.idle)
+	}
+	defer s.idleTimer.Stop()
 	select {
 	case r := <-s.msgs:
 		return s.take(r, m)
-	case <-t.C:
+	case <-s.idleTimer.C:
 		return errIdle()
 	case <-ctx.Done():
 		// A message or error that arrived with the cancellation wins: it
