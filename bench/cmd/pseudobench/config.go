@@ -31,6 +31,19 @@ Identify and convert items are transit pseudonyms made before the timed
 phase (pseudonymized, unblinded and blinded again); convert goes from
 -domain to -to-domain as -convert-principal.
 
+sdk-pseudonymize and sdk-cached drive the client SDK instead (client.Client
+over the same connections): each caller makes an identifier's text (a NISS,
+or -sdk-kind raw), normalizes it, and calls Pseudonymize (batch 1) or
+PseudonymizeBatch, which blind, call and unblind, as prescriber software
+does. sdk-pseudonymize asks for a new identifier every time with the
+client's transit cache off; sdk-cached shares one client with its defaults
+(transit cache and in-flight merge on) among the callers, and each item is,
+with probability -sdk-repeat, one of the last -sdk-ids identifiers asked
+for, else a new one. They report pseudobench's own CPU time per item (the
+client's, when the server is another process: not with -inprocess) and the
+client-side crypto alone, in ScalarMults, the cache hits, and the calls and
+items that reached the server.
+
 Runs are the cross product of -op, -batch and -concurrency, or the list
 -runs, whose entries may name their operation (identify:100x2); -load adds,
 for the batch sizes of -load-batch, one open-loop run at that fraction of the
@@ -77,6 +90,10 @@ const (
 	// opMix is the prescription mix (-mix), not an -op.
 	opMix = "mix"
 )
+
+// allOpNames are the values of -op: the RPCs and the client SDK's
+// operations (sdk.go).
+var allOpNames = slices.Concat(ops, sdkOps)
 
 // ops are the values of -op.
 var ops = []string{
@@ -151,6 +168,10 @@ type config struct {
 	ops              []string
 	pinning          string
 
+	sdkKind   string
+	sdkIDs    int
+	sdkRepeat float64
+
 	runs            []runSpec
 	rate            float64
 	loads           []float64
@@ -208,7 +229,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.convertPrincipal, "convert-principal", keys.DemoSpec.Policy.Owners[0], "caller `name` of the convert calls on a plaintext -dev server (the policy of -domain must let it convert into -to-domain); with TLS the certificate names the caller of every call")
 	fs.StringVar(&c.domain, "domain", keys.DemoDomain, "`domain` to call (the source domain of convert)")
 	fs.StringVar(&c.toDomain, "to-domain", DemoDomain2, "target `domain` of convert")
-	fs.Func("op", "comma-separated `operations`: pseudonymize, identify, convert, pseudonymize-stream, identify-stream, convert-stream (default pseudonymize)", listOf(&c.ops, "an operation ("+strings.Join(ops, ", ")+")", parseOp))
+	fs.Func("op", "comma-separated `operations`: pseudonymize, identify, convert, pseudonymize-stream, identify-stream, convert-stream, and through the client SDK sdk-pseudonymize, sdk-cached (default pseudonymize)", listOf(&c.ops, "an operation ("+strings.Join(allOpNames, ", ")+")", parseOp))
+	fs.StringVar(&c.sdkKind, "sdk-kind", kindNISS, "`kind` of the identifiers of sdk-pseudonymize and sdk-cached: niss (\"YY.MM.DD-SSS.CC\", normalized with identifier.NISS) or raw (identifier.Raw)")
+	fs.IntVar(&c.sdkIDs, "sdk-ids", 1000, "sdk-cached: `number` of the last distinct identifiers a repeated item is drawn from (the working set)")
+	fs.Float64Var(&c.sdkRepeat, "sdk-repeat", 0.5, "sdk-cached: `share` of the items drawn from the working set (the others are new identifiers)")
 	fs.StringVar(&c.pinning, "pinning", "", "`text` recorded as the CPU placement of the server and of pseudobench (scripts/bench.sh: \"pinned: server cpu 0, generator cpu 1\" or \"unpinned\")")
 
 	fs.Func("batch", "comma-separated batch `sizes` (items per call; default 1,10,100,1000)", listOf(&batch, "a positive integer", positive))
@@ -275,8 +299,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	case set["runs"]:
 		for _, r := range runs {
 			if r.op != "" {
-				if !slices.Contains(ops, r.op) {
-					return nil, usagef("-runs: unknown operation %q (%s)", r.op, strings.Join(ops, ", "))
+				if !slices.Contains(allOpNames, r.op) {
+					return nil, usagef("-runs: unknown operation %q (%s)", r.op, strings.Join(allOpNames, ", "))
 				}
 				c.runs = append(c.runs, r)
 				continue
@@ -370,10 +394,10 @@ func (c *config) check() error {
 			c.soakSample = min(5*time.Second, c.soakWindow/5)
 		}
 		switch {
-		case !slices.Contains(ops, c.soakOp):
-			return usagef("-soak-op must be one of %s", strings.Join(ops, ", "))
-		case c.soakBatch < 1:
-			return usagef("-soak-batch must be positive")
+		case !slices.Contains(allOpNames, c.soakOp):
+			return usagef("-soak-op must be one of %s", strings.Join(allOpNames, ", "))
+		case c.soakBatch < 1 || c.soakBatch > maxPoints:
+			return usagef("-soak-batch must be between 1 and %d", maxPoints)
 		case c.soakLoad <= 0 || c.soakLoad > 1:
 			return usagef("-soak-load must be in (0, 1]")
 		case c.soakRate < 0 || c.soakRate > maxRate:
@@ -388,13 +412,29 @@ func (c *config) check() error {
 			return usagef("-soak is more than %d -soak-window long: give a longer window", maxSoakWindows)
 		}
 	}
+	switch {
+	case c.sdkKind != kindNISS && c.sdkKind != kindRaw:
+		return usagef("-sdk-kind must be %s or %s", kindNISS, kindRaw)
+	case c.sdkIDs < 1 || c.sdkIDs > maxPoints:
+		return usagef("-sdk-ids must be between 1 and %d", maxPoints)
+	case c.sdkRepeat < 0 || c.sdkRepeat >= 1:
+		return usagef("-sdk-repeat must be in [0, 1)")
+	}
+	// The SDK operations draw their own identifiers: -points bounds the
+	// batches of the others.
 	maxBatch := mixItemsMax
-	if c.soak > 0 {
+	if c.soak > 0 && !isSDK(c.soakOp) {
 		maxBatch = max(maxBatch, c.soakBatch)
 	}
 	for _, r := range slices.Concat(c.runs, c.loadSpecs()) {
 		if r.concurrency > maxConcurrency {
 			return usagef("concurrency must be at most %d", maxConcurrency)
+		}
+		if isSDK(r.op) {
+			if r.batch > maxPoints {
+				return usagef("batches of %s must be at most %d", r.op, maxPoints)
+			}
+			continue
 		}
 		maxBatch = max(maxBatch, r.batch)
 	}
@@ -485,7 +525,7 @@ func fraction(s string) (float64, bool) {
 	return x, err == nil && x > 0 && x <= 1
 }
 
-func parseOp(s string) (string, bool) { return s, slices.Contains(ops, s) }
+func parseOp(s string) (string, bool) { return s, slices.Contains(allOpNames, s) }
 
 // parseRun parses [OP:]BATCHxCONCURRENCY; the operation is checked by the
 // caller, which names the valid ones.

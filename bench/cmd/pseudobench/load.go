@@ -42,6 +42,9 @@ type loadParams struct {
 	// window, when positive, keeps the calls, errors and latency of each
 	// window of that length of the measured time (the soak).
 	window time.Duration
+	// sdk, when set, makes every caller a user of the client SDK (the
+	// requests are sdkCall).
+	sdk *sdkRun
 }
 
 // loadResult is what one run measured. Calls are counted in the measured

@@ -15,6 +15,12 @@
 // server's cores could do nothing but the one scalar multiplication that
 // each item needs.
 //
+// The operations sdk-pseudonymize and sdk-cached instead drive the client
+// SDK (client.Client over the same connections, its transit cache off or
+// on): pseudobench then blinds and unblinds, and reports its own CPU time
+// per item (the client's, when the server is another process) next to the
+// server's, with the cache's hits and the calls that reached the server.
+//
 // -mix drives the prescription traffic mix (Poisson arrivals, 1–3 items,
 // 80 % pseudonymize, 20 % identify) and searches the highest rate whose p99
 // stays within 5 ms; -soak holds a steady rate for minutes and reports the

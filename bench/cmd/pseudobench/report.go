@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -202,6 +203,71 @@ type runResult struct {
 	ServerCPUXCeiling    float64 `json:"server_cpu_x_ceiling,omitempty"`
 	// ClientCPUSec is pseudobench's own CPU time during the run.
 	ClientCPUSec float64 `json:"client_cpu_s"`
+
+	// SDK is set for the runs of the client SDK (sdk-pseudonymize,
+	// sdk-cached), whose ServerCPUNsPerItem is per item that reached the
+	// server (SDK.ServerItems), not per item answered to the callers.
+	SDK *sdkResult `json:"sdk,omitempty"`
+}
+
+// sdkResult is what a run of the client SDK measured beyond the other
+// runs. The counts and the CPU times are those of the whole run, warm-up
+// included.
+type sdkResult struct {
+	// Cache: sdk-cached (the client's transit cache and in-flight merge
+	// on). Kind is the kind of identifier (-sdk-kind). WorkingSet and
+	// RepeatShare are the draw of sdk-cached: an item is one of the last
+	// WorkingSet distinct identifiers with probability RepeatShare, else a
+	// new one.
+	Cache       bool    `json:"cache"`
+	Kind        string  `json:"kind"`
+	WorkingSet  int     `json:"working_set,omitempty"`
+	RepeatShare float64 `json:"repeat_share,omitempty"`
+
+	// Calls and Items are the callers' successful calls and items;
+	// DistinctItems the distinct identifiers asked for. CacheHits are the
+	// items whose identifier had been answered before the call began
+	// (served by the cache); Merged the other items answered without
+	// reaching the server (a concurrent call's answer: the in-flight
+	// merge); HitRate = CacheHits ÷ Items and LocalShare = (CacheHits +
+	// Merged) ÷ Items. ServerCalls and ServerItems are the Pseudonymize
+	// calls and items the client sent to the server (retries included).
+	Calls         uint64  `json:"calls"`
+	Items         uint64  `json:"items"`
+	DistinctItems uint64  `json:"distinct_items"`
+	CacheHits     uint64  `json:"cache_hits"`
+	Merged        uint64  `json:"merged"`
+	HitRate       float64 `json:"hit_rate"`
+	LocalShare    float64 `json:"local_share"`
+	ServerCalls   uint64  `json:"server_calls"`
+	ServerItems   uint64  `json:"server_items"`
+
+	// ClientCPU*: pseudobench's process CPU time during the run (the
+	// client's, the generator's own loop included) per call, per item and
+	// per distinct item, in ns and in ScalarMults of the report. Not
+	// measured (0, and ClientCPUNote says why) when the server runs in the
+	// same process (-inprocess).
+	ClientCPUNsPerCall           float64 `json:"client_cpu_ns_per_call,omitempty"`
+	ClientCPUNsPerItem           float64 `json:"client_cpu_ns_per_item,omitempty"`
+	ClientCPUNsPerDistinctItem   float64 `json:"client_cpu_ns_per_distinct_item,omitempty"`
+	ClientCPUCallXScalarMult     float64 `json:"client_cpu_call_x_scalarmult,omitempty"`
+	ClientCPUXScalarMult         float64 `json:"client_cpu_x_scalarmult,omitempty"`
+	ClientCPUDistinctXScalarMult float64 `json:"client_cpu_distinct_x_scalarmult,omitempty"`
+	ClientCPUNote                string  `json:"client_cpu_note,omitempty"`
+	// CryptoNsPerItem is the client's work on one item without the call,
+	// timed alone on one goroutine right after the run (process CPU, like
+	// ScalarMult): the identifier normalized, BlindBatch and UnblindBatch
+	// of Batch items; CryptoXScalarMult in ScalarMults. 0 while profiling.
+	CryptoNsPerItem   float64 `json:"crypto_ns_per_item,omitempty"`
+	CryptoXScalarMult float64 `json:"crypto_x_scalarmult,omitempty"`
+}
+
+// derive fills the ratios of s for the given ScalarMult cost.
+func (s *sdkResult) derive(smNs float64) {
+	s.ClientCPUCallXScalarMult = s.ClientCPUNsPerCall / smNs
+	s.ClientCPUXScalarMult = s.ClientCPUNsPerItem / smNs
+	s.ClientCPUDistinctXScalarMult = s.ClientCPUNsPerDistinctItem / smNs
+	s.CryptoXScalarMult = s.CryptoNsPerItem / smNs
 }
 
 type latency struct {
@@ -334,6 +400,9 @@ func printTable(w io.Writer, r *report) {
 	if r.Soak != nil {
 		printSoak(w, r.Soak)
 	}
+	if slices.ContainsFunc(r.Runs, func(x runResult) bool { return x.SDK != nil }) {
+		printSDK(w, r)
+	}
 	if r.Target.InProcess {
 		fmt.Fprintln(w, "in-process: RSS and CPU are those of the whole process, load generator included")
 	}
@@ -422,6 +491,45 @@ func printSoak(w io.Writer, s *soakResult) {
 			orDash(x.RSSMeanBytes/(1<<20), "%.1f"), orDash(x.GoroutinesMean, "%.0f"))
 	}
 	tw.Flush()
+}
+
+// printSDK prints the runs of the client SDK: CPU per item on both sides
+// in ScalarMults, the cache and what reached the server.
+func printSDK(w io.Writer, r *report) {
+	fmt.Fprintln(w, "\nclient SDK (client.Client; CPU per item in ScalarMults: the client is pseudobench's process, the server's per item it computed)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tbatch\tconc\titems/s\tclient/item\tclient/distinct\tblind+unblind\tcall+rest\tsrv/item\thit rate\tmerged\tsrv calls\tsrv items\tp50 ms\tp99 ms\terrors\t")
+	for _, x := range r.Runs {
+		s := x.SDK
+		if s == nil {
+			continue
+		}
+		rest := 0.0
+		if s.ClientCPUDistinctXScalarMult > 0 && s.CryptoXScalarMult > 0 {
+			rest = s.ClientCPUDistinctXScalarMult - s.CryptoXScalarMult
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%d\t%d\t%.3f\t%.3f\t%d\t\n",
+			x.Name, x.Batch, x.Concurrency, x.ItemsPerSec,
+			orDash(s.ClientCPUXScalarMult, "%.2f×SM"), orDash(s.ClientCPUDistinctXScalarMult, "%.2f×SM"),
+			orDash(s.CryptoXScalarMult, "%.2f×SM"), orDash(rest, "%.2f×SM"), orDash(x.ServerCPUXScalarMult, "%.2f×SM"),
+			s.HitRate, ratio(s.Merged, s.Items), s.ServerCalls, s.ServerItems,
+			x.LatencyMs.P50, x.LatencyMs.P99, x.CallErrors+x.ItemErrors)
+	}
+	tw.Flush()
+	for _, x := range r.Runs {
+		if x.SDK != nil && x.SDK.ClientCPUNote != "" {
+			fmt.Fprintf(w, "client CPU not measured: %s\n", x.SDK.ClientCPUNote)
+			break
+		}
+	}
+}
+
+// ratio is a ÷ b, 0 when b is 0.
+func ratio(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
 }
 
 // plural is "1 core", "2 cores".

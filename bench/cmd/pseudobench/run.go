@@ -52,6 +52,7 @@ type bench struct {
 	out, log io.Writer
 	rep      report
 	apis     []pb.PseudonymizerClient
+	conns    []*grpc.ClientConn
 	sampler  sampler
 	in       inputs
 	unblind  *client.BatchUnblinder
@@ -117,6 +118,7 @@ func (b *bench) drive(ctx context.Context, addr string) error {
 			_ = cc.Close()
 		}
 	}()
+	b.conns = conns
 	for _, cc := range conns {
 		b.apis = append(b.apis, pb.NewPseudonymizerClient(cc))
 	}
@@ -463,10 +465,18 @@ func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measur
 		}
 	}
 	fmt.Fprintf(b.log, "run %s: %s…\n", name, c.warmup+duration)
-	var reqs []any
-	if spec.op == opMix {
+	var (
+		reqs []any
+		sdk  *sdkRun
+	)
+	switch {
+	case spec.op == opMix:
 		reqs = b.in.mixRequests(c.domain)
-	} else {
+	case isSDK(spec.op):
+		// A client of its own for each run: its cache starts empty.
+		sdk = newSDKRun(b.conns, spec.op, c.domain, c.sdkKind, c.sdkIDs, c.sdkRepeat)
+		reqs = []any{sdkCall{items: spec.batch}}
+	default:
 		reqs = b.in.requests(spec.op, c.domain, c.toDomain, spec.batch)
 	}
 
@@ -487,7 +497,7 @@ func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measur
 	res := runLoad(ctx, loadParams{
 		apis: b.apis, reqs: reqs, stream: isStream(spec.op), concurrency: spec.concurrency,
 		rate: spec.rate, poisson: spec.poisson, warmup: c.warmup, duration: duration, timeout: c.timeout,
-		convertCtx: b.convertCtx, byOp: spec.op == opMix, window: spec.window,
+		convertCtx: b.convertCtx, byOp: spec.op == opMix, window: spec.window, sdk: sdk,
 	})
 	cpu := measure.ProcessCPU() - cpu0
 	peak, werr := w.end()
@@ -521,6 +531,10 @@ func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measur
 	if c.cpuProfile != "" {
 		sm = 0 // not timed after this run
 	}
+	var sdkRes *sdkResult
+	if sdk != nil {
+		sdkRes = b.sdkResult(sdk, spec, cpu)
+	}
 
 	secs := res.elapsed.Seconds()
 	r := runResult{
@@ -547,10 +561,15 @@ func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measur
 		r.ServerRSSPeakBytes = max(peak, after.rss)
 		// CPU time and items of the whole run, warm-up included.
 		r.ServerCPUSec = after.cpuSeconds - before.cpuSeconds
-		if res.allItems > 0 && r.ServerCPUSec > 0 {
-			r.ServerCPUNsPerItem = r.ServerCPUSec * 1e9 / float64(res.allItems)
+		served := res.allItems
+		if sdkRes != nil {
+			served = sdkRes.ServerItems // the others never reached the server
+		}
+		if served > 0 && r.ServerCPUSec > 0 {
+			r.ServerCPUNsPerItem = r.ServerCPUSec * 1e9 / float64(served)
 		}
 	}
+	r.SDK = sdkRes
 	// The ratios use the median of the ScalarMult timings so far (and of
 	// all of them in the end): one timing disturbed by another process
 	// must not skew a run.
@@ -561,7 +580,56 @@ func (b *bench) measure(ctx context.Context, spec runSpec, name string) (*measur
 	if r.LateCalls > 0 || r.UnsentCalls > 0 {
 		fmt.Fprintf(b.log, "  open loop: %d calls sent over 1 ms late, %d never sent: the callers could not keep up\n", r.LateCalls, r.UnsentCalls)
 	}
+	if s := r.SDK; s != nil {
+		fmt.Fprintf(b.log, "  client %s per item (%s per distinct item; blind+unblind %s), server %s per item it computed; hit rate %.3f, merged %.3f, %d calls and %d items reached the server\n",
+			orDash(s.ClientCPUXScalarMult, "%.2f×SM"), orDash(s.ClientCPUDistinctXScalarMult, "%.2f×SM"), orDash(s.CryptoXScalarMult, "%.2f×SM"),
+			orDash(r.ServerCPUXScalarMult, "%.2f×SM"), s.HitRate, ratio(s.Merged, s.Items), s.ServerCalls, s.ServerItems)
+	}
 	return m, nil
+}
+
+// sdkResult gathers the counts of an SDK run, pseudobench's CPU time cpu
+// during it, and times the client's crypto alone (after the run, while the
+// server is idle).
+func (b *bench) sdkResult(sdk *sdkRun, spec runSpec, cpu time.Duration) *sdkResult {
+	c := b.c
+	s := &sdkResult{
+		Cache: sdk.cached, Kind: c.sdkKind,
+		Calls: sdk.calls.Load(), Items: sdk.items.Load(), DistinctItems: sdk.distinct(),
+		CacheHits: sdk.hits.Load(), ServerCalls: sdk.conn.calls.Load(), ServerItems: sdk.conn.items.Load(),
+	}
+	if sdk.cached {
+		s.WorkingSet, s.RepeatShare = c.sdkIDs, c.sdkRepeat
+	}
+	if s.Items > 0 {
+		// Items that neither hit the cache nor reached the server shared
+		// another call's answer. ServerItems also counts retries and the
+		// items of failed calls: then the difference is a lower bound, and
+		// it may not go below 0.
+		if local := s.CacheHits + s.ServerItems; local < s.Items {
+			s.Merged = s.Items - local
+		}
+		s.HitRate = ratio(s.CacheHits, s.Items)
+		s.LocalShare = ratio(s.CacheHits+s.Merged, s.Items)
+	}
+	switch {
+	case c.inprocess:
+		s.ClientCPUNote = "-inprocess: the server runs in pseudobench's process, whose CPU time is then both sides'; give -addr"
+	case cpu <= 0:
+		s.ClientCPUNote = "no process CPU time on this platform"
+	case s.Items > 0:
+		ns := float64(cpu.Nanoseconds())
+		s.ClientCPUNsPerCall = ns / float64(s.Calls)
+		s.ClientCPUNsPerItem = ns / float64(s.Items)
+		if s.DistinctItems > 0 {
+			s.ClientCPUNsPerDistinctItem = ns / float64(s.DistinctItems)
+		}
+	}
+	if t := sdk.answer.Load(); t != nil && c.cpuProfile == "" {
+		s.CryptoNsPerItem = sdkCryptoNs(c.floorTime, c.sdkKind, spec.batch, t)
+	}
+	s.derive(measure.Median(b.floors))
+	return s
 }
 
 // derive fills the ratios of r for the given ScalarMult cost.
@@ -575,5 +643,8 @@ func (r *runResult) derive(cores int, smNs float64) {
 	if r.ServerCPUNsPerItem > 0 {
 		r.ServerCPUXScalarMult = r.ServerCPUNsPerItem / smNs
 		r.ServerCPUXCeiling = 1 / r.ServerCPUXScalarMult
+	}
+	if r.SDK != nil {
+		r.SDK.derive(smNs)
 	}
 }

@@ -26,6 +26,9 @@ func newSender(ctx context.Context, p loadParams, api pb.PseudonymizerClient) se
 	if cctx == nil {
 		cctx = ctx
 	}
+	if p.sdk != nil {
+		return p.sdk.newSender(ctx, p.timeout)
+	}
 	if !p.stream {
 		return &unarySender{ctx: ctx, convertCtx: cctx, api: api, timeout: p.timeout}
 	}
