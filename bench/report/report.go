@@ -147,6 +147,92 @@ type GRPCRun struct {
 	ServerCPUXScalarMult float64            `json:"server_cpu_x_scalarmult"`
 	ServerCPUXCeiling    float64            `json:"server_cpu_x_ceiling"`
 	ClientCPUSec         float64            `json:"client_cpu_s"`
+	// SDK is set for the runs of the client SDK (sdk-pseudonymize,
+	// sdk-cached).
+	SDK *SDKRun `json:"sdk"`
+}
+
+// SDKRun is what a run of the client SDK measured beyond the other runs
+// (bench/cmd/pseudobench: sdkResult).
+type SDKRun struct {
+	Cache                        bool    `json:"cache"`
+	Kind                         string  `json:"kind"`
+	WorkingSet                   int     `json:"working_set"`
+	RepeatShare                  float64 `json:"repeat_share"`
+	Calls                        uint64  `json:"calls"`
+	Items                        uint64  `json:"items"`
+	DistinctItems                uint64  `json:"distinct_items"`
+	CacheHits                    uint64  `json:"cache_hits"`
+	Merged                       uint64  `json:"merged"`
+	HitRate                      float64 `json:"hit_rate"`
+	LocalShare                   float64 `json:"local_share"`
+	ServerCalls                  uint64  `json:"server_calls"`
+	ServerItems                  uint64  `json:"server_items"`
+	ClientCPUCallXScalarMult     float64 `json:"client_cpu_call_x_scalarmult"`
+	ClientCPUXScalarMult         float64 `json:"client_cpu_x_scalarmult"`
+	ClientCPUDistinctXScalarMult float64 `json:"client_cpu_distinct_x_scalarmult"`
+	ClientCPUNote                string  `json:"client_cpu_note"`
+	CryptoXScalarMult            float64 `json:"crypto_x_scalarmult"`
+}
+
+// ClientSDK is one run of the client SDK in the summary: the client's CPU
+// per call, per item and per distinct item (the client is the generator's
+// process), the client's crypto alone and the server's CPU per item it
+// computed, all in ScalarMults, with the cache's numbers.
+type ClientSDK struct {
+	Run         string  `json:"run"`
+	Op          string  `json:"op"`
+	Batch       int     `json:"batch"`
+	Concurrency int     `json:"concurrency"`
+	Cache       bool    `json:"cache"`
+	ItemsPerSec float64 `json:"items_per_s"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	Errors      uint64  `json:"errors"`
+	// 0 when not measured (ClientCPUNote says why).
+	ClientCPUCallXScalarMult     float64 `json:"client_cpu_call_x_scalarmult"`
+	ClientCPUXScalarMult         float64 `json:"client_cpu_x_scalarmult"`
+	ClientCPUDistinctXScalarMult float64 `json:"client_cpu_distinct_x_scalarmult"`
+	ClientCPUNote                string  `json:"client_cpu_note,omitempty"`
+	CryptoXScalarMult            float64 `json:"crypto_x_scalarmult"`
+	ServerCPUXScalarMult         float64 `json:"server_cpu_x_scalarmult"`
+	HitRate                      float64 `json:"hit_rate"`
+	MergedShare                  float64 `json:"merged_share"`
+	ServerCalls                  uint64  `json:"server_calls"`
+	ServerItems                  uint64  `json:"server_items"`
+	DistinctItems                uint64  `json:"distinct_items"`
+	Items                        uint64  `json:"items"`
+	// Mode is where the server and the generator ran: the client's CPU is
+	// its own only when the generator had its CPU to itself.
+	Mode string `json:"mode"`
+}
+
+// clientSDK gathers the runs of the client SDK.
+func clientSDK(g *GRPC) []ClientSDK {
+	if g == nil {
+		return nil
+	}
+	var out []ClientSDK
+	for _, r := range g.Runs {
+		s := r.SDK
+		if s == nil {
+			continue
+		}
+		merged := 0.0
+		if s.Items > 0 {
+			merged = float64(s.Merged) / float64(s.Items)
+		}
+		out = append(out, ClientSDK{
+			Run: r.Name, Op: r.Op, Batch: r.Batch, Concurrency: r.Concurrency, Cache: s.Cache,
+			ItemsPerSec: r.ItemsPerSec, P50Ms: r.LatencyMs.P50, P99Ms: r.LatencyMs.P99, Errors: r.CallErrors + r.ItemErrors,
+			ClientCPUCallXScalarMult: s.ClientCPUCallXScalarMult, ClientCPUXScalarMult: s.ClientCPUXScalarMult,
+			ClientCPUDistinctXScalarMult: s.ClientCPUDistinctXScalarMult, ClientCPUNote: s.ClientCPUNote,
+			CryptoXScalarMult: s.CryptoXScalarMult, ServerCPUXScalarMult: r.ServerCPUXScalarMult,
+			HitRate: s.HitRate, MergedShare: merged, ServerCalls: s.ServerCalls, ServerItems: s.ServerItems,
+			DistinctItems: s.DistinctItems, Items: s.Items, Mode: g.Mode(),
+		})
+	}
+	return out
 }
 
 // closedLoop reports whether the run sent calls as fast as the server
@@ -167,9 +253,11 @@ type Target struct {
 // Summary is the combined output, written as bench/results/latest.json:
 // the targets, and the two tools' outputs unchanged.
 type Summary struct {
-	Tool       string          `json:"tool"`
-	Generated  time.Time       `json:"generated"`
-	Targets    []Target        `json:"targets"`
+	Tool      string    `json:"tool"`
+	Generated time.Time `json:"generated"`
+	Targets   []Target  `json:"targets"`
+	// ClientSDK are the runs of the client SDK (empty when none ran).
+	ClientSDK  []ClientSDK     `json:"client_sdk,omitempty"`
 	GRPCRaw    json.RawMessage `json:"grpc,omitempty"`
 	CompareRaw json.RawMessage `json:"compare,omitempty"`
 	GRPC       *GRPC           `json:"-"`
@@ -192,7 +280,7 @@ func ReadJSON(path string, v any) (json.RawMessage, error) {
 // given, is kept whole in the summary's JSON.
 func New(g *GRPC, gRaw json.RawMessage, c *compare.Result, cRaw json.RawMessage) *Summary {
 	return &Summary{Tool: "bench-report", Generated: time.Now().UTC(), GRPC: g, Compare: c,
-		GRPCRaw: gRaw, CompareRaw: cRaw, Targets: targets(g, c)}
+		GRPCRaw: gRaw, CompareRaw: cRaw, Targets: targets(g, c), ClientSDK: clientSDK(g)}
 }
 
 func ptr(b bool) *bool { return &b }
@@ -351,6 +439,9 @@ func (s *Summary) WriteMarkdown(w io.Writer, chart string) error {
 	if g := s.GRPC; g != nil && g.Soak != nil {
 		writeSoak(&b, g)
 	}
+	if len(s.ClientSDK) > 0 {
+		writeClientSDK(&b, s.GRPC, s.ClientSDK)
+	}
 	if c := s.Compare; c != nil {
 		fmt.Fprintf(&b, "\n## Server-side crypto per item (cmd/compare, %d interleaved rounds of %.0f ms per case)\n\n", c.Rounds, c.RoundMs)
 		if err := compare.WriteMarkdown(&b, c); err != nil {
@@ -416,6 +507,36 @@ func writeSoak(b *strings.Builder, g *GRPC) {
 	for _, w := range s.Windows {
 		fmt.Fprintf(b, "| %g | %d | %d | %.3f | %.3f | %s | %s |\n", w.StartSec, w.Calls, w.Errors, w.P50Ms, w.P99Ms,
 			num(w.RSSMeanBytes/(1<<20), "%.1f"), num(w.GoroutinesMean, "%.0f"))
+	}
+}
+
+func writeClientSDK(b *strings.Builder, g *GRPC, rows []ClientSDK) {
+	fmt.Fprintf(b, "\n## Client SDK (client.Client; %s)\n\n", g.Mode())
+	b.WriteString("CPU per item in ScalarMults. *client*: the generator's process CPU time (the client's when the server is another process)" +
+		" per item and per distinct identifier; *blind+unblind*: the client's work on one item without the call, timed alone;" +
+		" *call and rest* = client per distinct item − blind+unblind; *server*: per item that reached it.\n\n")
+	b.WriteString("| run | batch | callers | items/s | client per item | client per distinct item | blind+unblind | call and rest | server per item | cache hit rate | merged | server calls | server items | p50 ms | p99 ms | errors |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	var notes []string
+	for _, r := range rows {
+		rest := 0.0
+		if r.ClientCPUDistinctXScalarMult > 0 && r.CryptoXScalarMult > 0 {
+			rest = r.ClientCPUDistinctXScalarMult - r.CryptoXScalarMult
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %.0f | %s | %s | %s | %s | %s | %.3f | %.3f | %d | %d | %.3f | %.3f | %d |\n",
+			r.Run, r.Batch, r.Concurrency, r.ItemsPerSec,
+			num(r.ClientCPUXScalarMult, "%.2f"), num(r.ClientCPUDistinctXScalarMult, "%.2f"), num(r.CryptoXScalarMult, "%.2f"),
+			num(rest, "%.2f"), num(r.ServerCPUXScalarMult, "%.2f"), r.HitRate, r.MergedShare,
+			r.ServerCalls, r.ServerItems, r.P50Ms, r.P99Ms, r.Errors)
+		if r.ClientCPUNote != "" && !slices.Contains(notes, r.ClientCPUNote) {
+			notes = append(notes, r.ClientCPUNote)
+		}
+	}
+	for _, n := range notes {
+		fmt.Fprintf(b, "\n- Client CPU not measured: %s\n", n)
+	}
+	if !g.pinned() {
+		b.WriteString("\n- Not pinned: the client's CPU time is its own, but it shares the cores with the server.\n")
 	}
 }
 

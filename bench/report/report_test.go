@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,7 +38,16 @@ const sample = `{
      "target_calls_per_s": 9000, "calls": 100, "items_per_s": 9000,
      "latency_ms": {"p50": 3, "p90": 6, "p99": 15, "max": 20}, "x_ceiling": 0.225},
     {"name": "identify b100 c2", "op": "identify", "batch": 100, "concurrency": 2, "calls": 10, "items_per_s": 39000,
-     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.975}
+     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.975},
+    {"name": "sdk-pseudonymize b1 c1", "op": "sdk-pseudonymize", "batch": 1, "concurrency": 1, "calls": 2000, "items_per_s": 1900,
+     "latency_ms": {"p50": 0.5, "p90": 0.6, "p99": 1.7, "max": 3}, "x_ceiling": 0.08, "server_cpu_x_scalarmult": 8.3,
+     "sdk": {"cache": false, "kind": "niss", "calls": 2200, "items": 2200, "distinct_items": 2200, "server_calls": 2200, "server_items": 2200,
+             "client_cpu_call_x_scalarmult": 7.1, "client_cpu_x_scalarmult": 7.1, "client_cpu_distinct_x_scalarmult": 7.1, "crypto_x_scalarmult": 2.6}},
+    {"name": "sdk-cached b1 c100", "op": "sdk-cached", "batch": 1, "concurrency": 100, "calls": 5000, "items_per_s": 5000,
+     "latency_ms": {"p50": 15, "p90": 40, "p99": 80, "max": 90}, "x_ceiling": 0.25, "server_cpu_x_scalarmult": 4.5,
+     "sdk": {"cache": true, "kind": "niss", "working_set": 1000, "repeat_share": 0.5, "calls": 6000, "items": 6000, "distinct_items": 3000,
+             "cache_hits": 2500, "merged": 400, "hit_rate": 0.41667, "local_share": 0.48333, "server_calls": 3100, "server_items": 3100,
+             "client_cpu_call_x_scalarmult": 2.3, "client_cpu_x_scalarmult": 2.3, "client_cpu_distinct_x_scalarmult": 4.6, "crypto_x_scalarmult": 2.55}}
   ],
   "mix": {"arrivals": "poisson", "identify_share": 0.2, "items_min": 1, "items_max": 3, "callers": 64, "p99_bound_ms": 5,
           "search": true, "max_calls_per_s": 1500, "max_items_per_s": 3000, "failed_calls_per_s": 1560, "converged": true,
@@ -108,11 +118,27 @@ func TestTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back struct {
-		Targets []Target        `json:"targets"`
-		GRPC    json.RawMessage `json:"grpc"`
+		Targets   []Target        `json:"targets"`
+		ClientSDK []ClientSDK     `json:"client_sdk"`
+		GRPC      json.RawMessage `json:"grpc"`
 	}
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Targets) != len(want) || !bytes.Contains(back.GRPC, []byte("server_cpu_x_ceiling")) {
 		t.Errorf("JSON round trip: %v\n%s", err, js.String())
+	}
+	wantSDK := []ClientSDK{
+		{Run: "sdk-pseudonymize b1 c1", Op: "sdk-pseudonymize", Batch: 1, Concurrency: 1, ItemsPerSec: 1900, P50Ms: 0.5, P99Ms: 1.7,
+			ClientCPUCallXScalarMult: 7.1, ClientCPUXScalarMult: 7.1, ClientCPUDistinctXScalarMult: 7.1, CryptoXScalarMult: 2.6,
+			ServerCPUXScalarMult: 8.3, ServerCalls: 2200, ServerItems: 2200, DistinctItems: 2200, Items: 2200, Mode: g.Pinning},
+		{Run: "sdk-cached b1 c100", Op: "sdk-cached", Batch: 1, Concurrency: 100, Cache: true, ItemsPerSec: 5000, P50Ms: 15, P99Ms: 80,
+			ClientCPUCallXScalarMult: 2.3, ClientCPUXScalarMult: 2.3, ClientCPUDistinctXScalarMult: 4.6, CryptoXScalarMult: 2.55,
+			ServerCPUXScalarMult: 4.5, HitRate: 0.41667, MergedShare: 400.0 / 6000, ServerCalls: 3100, ServerItems: 3100,
+			DistinctItems: 3000, Items: 6000, Mode: g.Pinning},
+	}
+	if !slices.Equal(back.ClientSDK, wantSDK) {
+		t.Errorf("client_sdk = %+v\nwant %+v", back.ClientSDK, wantSDK)
+	}
+	if none := New(nil, nil, nil, nil); none.ClientSDK != nil {
+		t.Errorf("client_sdk without inputs: %+v", none.ClientSDK)
 	}
 }
 
@@ -135,6 +161,9 @@ func TestMarkdown(t *testing.T) {
 		"- Server RSS: first 29.0 MiB, last 31.0 MiB, max 32.0 MiB; drift +3.3 % (mean of the first 60 s window 30.0 MiB, of the last 31.0 MiB)",
 		"- Server goroutines: first 39, last 40, max 42; drift +0.0 % (40.0 → 40.0)",
 		"| 60 | 60000 | 0 | 1.000 | 3.100 | 31.0 | 40 |",
+		"## Client SDK (client.Client; pinned: server cpu 0, generator cpu 1)",
+		"| sdk-pseudonymize b1 c1 | 1 | 1 | 1900 | 7.10 | 7.10 | 2.60 | 4.50 | 8.30 | 0.000 | 0.000 | 2200 | 2200 | 0.500 | 1.700 | 0 |",
+		"| sdk-cached b1 c100 | 1 | 100 | 5000 | 2.30 | 4.60 | 2.55 | 2.05 | 4.50 | 0.417 | 0.067 | 3100 | 3100 | 15.000 | 80.000 | 0 |",
 	} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
