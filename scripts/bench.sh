@@ -11,10 +11,16 @@
 # mode (plaintext on free loopback ports, no rate limit), waits until it is
 # healthy, runs pseudobench (the gRPC load generator): the pseudonymize
 # matrix with an open-loop run at half load, every other operation (identify,
-# convert, and the three streams, 1-item and 100-item messages), the
-# prescription mix with the search of the highest rate whose p99 stays within
-# 5 ms, and an optional soak; stops the server, runs the crypto comparison
-# with circl (compare) and renders the report (report).
+# convert, and the three streams, 1-item and 100-item messages), the client
+# SDK (client.Client: 1-item and 100-item calls without its cache, and 100
+# callers through its cache), the prescription mix with the search of the
+# highest rate whose p99 stays within 5 ms, and an optional soak; stops the
+# server, runs the crypto comparison with circl (compare) and renders the
+# report (report).
+#
+# When pinned, pseudobench has its CPU to itself: its process CPU time in
+# the client SDK runs is the client's, reported per item in ScalarMults
+# next to the server's.
 #
 # Pinned measurement is the reference: by default the server runs on CPU
 # BENCH_SERVER_CPU and pseudobench on CPU BENCH_GEN_CPU (taskset), so that
@@ -37,6 +43,11 @@
 #                       identify,convert,pseudonymize-stream,identify-stream,
 #                       convert-stream; empty for none)
 #   BENCH_OPS_RUNS      their runs, BATCHxCALLERS,... (default 1x4,100x2)
+#   BENCH_SDK_RUNS      client SDK runs, OP:BATCHxCALLERS,... (default
+#                       sdk-pseudonymize:1x1,sdk-pseudonymize:100x1,
+#                       sdk-cached:1x100; empty for none; the draw of
+#                       sdk-cached: -sdk-ids, -sdk-repeat in
+#                       BENCH_PSEUDOBENCH_FLAGS)
 #   BENCH_MIX           1 (default): the prescription mix search; 0: none
 #   BENCH_SOAK          soak duration (e.g. 10m; default none)
 #   BENCH_PSEUDOBENCH_FLAGS  extra flags for pseudobench (e.g. -mix-steps 8
@@ -55,6 +66,7 @@ RUNS="${BENCH_RUNS:-1x1,1x2,1x4,1x8,10x2,10x4,100x2,100x4,1000x2,1000x4}"
 LOAD="${BENCH_LOAD:-0.5}"
 OPS="${BENCH_OPS-identify,convert,pseudonymize-stream,identify-stream,convert-stream}"
 OPS_RUNS="${BENCH_OPS_RUNS:-1x4,100x2}"
+SDK_RUNS="${BENCH_SDK_RUNS-sdk-pseudonymize:1x1,sdk-pseudonymize:100x1,sdk-cached:1x100}"
 MIX="${BENCH_MIX:-1}"
 SOAK="${BENCH_SOAK:-}"
 PIN="${BENCH_PIN:-1}"
@@ -141,13 +153,15 @@ if [ -z "$ADDR" ] || [ -z "$METRICS" ]; then
 fi
 echo "gRPC $ADDR, metrics $METRICS (pid $SERVER_PID, CPUs $(taskset -pc "$SERVER_PID" 2>/dev/null | sed 's/.*: //' || echo unknown))"
 
-# The pseudonymize matrix, then each other operation's runs.
+# The pseudonymize matrix, then each other operation's runs, then the
+# client SDK's.
 runs="$RUNS"
 IFS=, read -r -a ops <<<"$OPS"
 IFS=, read -r -a opruns <<<"$OPS_RUNS"
 for op in ${ops[@]+"${ops[@]}"}; do
 	for r in "${opruns[@]}"; do runs="$runs,$op:$r"; done
 done
+if [ -n "$SDK_RUNS" ]; then runs="$runs,$SDK_RUNS"; fi
 args=(-addr "$ADDR" -metrics "$METRICS" -wait 30s -cores "$CORES" -pinning "$PINNING"
 	-op pseudonymize -runs "$runs" -load "$LOAD" -load-batch 1 -duration "$DURATION" -json "$TMP/grpc.json")
 what="runs $runs, $DURATION each, then p99 at ${LOAD} of the best unary throughput"
