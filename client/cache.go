@@ -90,12 +90,19 @@ func (c *transitCache) put(domain string, id []byte, t *pseudonym.Transit) {
 }
 
 // join returns the flight for (domain, id) and whether the caller leads it
-// (makes the call) or follows (waits for f.done).
-func (c *transitCache) join(domain string, id []byte) (f *flight, leader bool) {
+// (makes the call) or follows (waits for f.done). A caller that missed the
+// cache just before a flight stored its answer and ended finds the answer
+// here, in a flight already done, instead of leading a second call.
+func (c *transitCache) join(domain string, id []byte, now time.Time) (f *flight, leader bool) {
 	k := c.k(domain, id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f, ok := c.flying[k]; ok {
+		return f, false
+	}
+	if e, ok := c.m[k]; ok && now.Before(e.use) {
+		f = &flight{done: make(chan struct{}), t: e.t}
+		close(f.done)
 		return f, false
 	}
 	f = &flight{done: make(chan struct{})}

@@ -99,7 +99,7 @@ func (c *Client) Pseudonymize(ctx context.Context, domain string, id []byte) (*p
 	if t := c.cache.get(domain, id, time.Now()); t != nil {
 		return t, nil
 	}
-	f, leader := c.cache.join(domain, id)
+	f, leader := c.cache.join(domain, id, time.Now())
 	if leader {
 		f.t, f.err = one()
 		c.cache.leave(domain, id, f)
