@@ -26,6 +26,8 @@ func main() {
 	// request a log line through Vault. Nothing the plugin logs holds a
 	// point or a key.
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr, JSONFormat: true})
+	// Off unless PSEUDONYMIZER_PLUGIN_CPUPROFILE is set (benchmarks).
+	profileOnSignal(logger)
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: keyshare.Factory, Logger: logger}); err != nil {
 		fmt.Fprintln(os.Stderr, "pseudonymizer-vault-plugin:", err)
 		os.Exit(1)
