@@ -27,10 +27,12 @@ const sample = `{
      "server_rss_peak_bytes": 25000000, "server_cpu_x_scalarmult": 3, "server_cpu_x_ceiling": 0.333},
     {"name": "pseudonymize b1 c8", "op": "pseudonymize", "batch": 1, "concurrency": 8, "calls": 100, "items_per_s": 18000,
      "latency_ms": {"p50": 0.4, "p90": 0.8, "p99": 2.5, "max": 3}, "x_ceiling": 0.45,
-     "server_rss_peak_bytes": 26000000},
+     "server_rss_peak_bytes": 26000000, "server_cpu_x_scalarmult": 1.7},
+    {"name": "pseudonymize-stream b1 c4", "op": "pseudonymize-stream", "batch": 1, "concurrency": 4, "calls": 100, "items_per_s": 20000,
+     "latency_ms": {"p50": 0.4, "p90": 0.8, "p99": 2.5, "max": 3}, "x_ceiling": 0.5, "server_cpu_x_scalarmult": 1.4},
     {"name": "pseudonymize b100 c2", "op": "pseudonymize", "batch": 100, "concurrency": 2, "calls": 10, "items_per_s": 28000,
      "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.7,
-     "server_rss_peak_bytes": 140000000, "server_cpu_x_ceiling": 0.8},
+     "server_rss_peak_bytes": 140000000, "server_cpu_x_ceiling": 0.8, "server_cpu_x_scalarmult": 1.2},
     {"name": "pseudonymize b1 c8 load0.5", "op": "pseudonymize", "batch": 1, "concurrency": 8, "load": 0.5,
      "target_calls_per_s": 9000, "calls": 100, "items_per_s": 9000,
      "latency_ms": {"p50": 0.3, "p90": 0.6, "p99": 1.5, "max": 2}, "x_ceiling": 0.225},
@@ -38,7 +40,9 @@ const sample = `{
      "target_calls_per_s": 9000, "calls": 100, "items_per_s": 9000,
      "latency_ms": {"p50": 3, "p90": 6, "p99": 15, "max": 20}, "x_ceiling": 0.225},
     {"name": "identify b100 c2", "op": "identify", "batch": 100, "concurrency": 2, "calls": 10, "items_per_s": 39000,
-     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.975},
+     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.975, "server_cpu_x_scalarmult": 1.22},
+    {"name": "convert b100 c2", "op": "convert", "batch": 100, "concurrency": 2, "calls": 10, "items_per_s": 30000,
+     "latency_ms": {"p50": 7, "p90": 9, "p99": 12, "max": 13}, "x_ceiling": 0.75, "server_cpu_x_scalarmult": 1.3},
     {"name": "sdk-pseudonymize b1 c1", "op": "sdk-pseudonymize", "batch": 1, "concurrency": 1, "calls": 2000, "items_per_s": 1900,
      "latency_ms": {"p50": 0.5, "p90": 0.6, "p99": 1.7, "max": 3}, "x_ceiling": 0.08, "server_cpu_x_scalarmult": 8.3,
      "sdk": {"cache": false, "kind": "niss", "calls": 2200, "items": 2200, "distinct_items": 2200, "server_calls": 2200, "server_items": 2200,
@@ -93,12 +97,15 @@ func TestTargets(t *testing.T) {
 	g, raw, c := sampleInputs(t)
 	s := New(g, raw, c, nil)
 	want := map[string]bool{
-		"server pseudonymize per item, transitInfo included": false, // 1.32 at batch 100
-		"server pseudonymize per item vs circl":              false, // 1.01 at batch 100
-		"gRPC batch-100 throughput":                          false, // 0.70
-		"gRPC unary throughput":                              true,  // 0.45 with 8 callers
-		"p99 unary latency at half load":                     true,  // 1.5 ms
-		"server RSS at full load":                            false, // 133.5 MiB
+		"server pseudonymize per item, transitInfo included":  false, // 1.32 at batch 100
+		"server pseudonymize per item vs circl":               false, // 1.01 at batch 100
+		"server CPU per item, unary pseudonymize (8 callers)": true,  // 1.7
+		"server CPU per item, 1-item stream messages":         true,  // 1.4
+		"server CPU per item, batch 100":                      false, // 1.2
+		"identify and convert, batch 100, vs pseudonymize":    false, // convert +8.3 %
+		"p99 unary latency at half the best unary rate":       false, // 1.5 ms
+		"soak: p99, errors, RSS drift":                        true,  // 3 ms, 0, +3.33 %
+		"server RSS at full load":                             false, // 133.5 MiB
 	}
 	if len(s.Targets) != len(want) {
 		t.Fatalf("%d targets: %+v", len(s.Targets), s.Targets)
