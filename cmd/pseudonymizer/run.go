@@ -22,6 +22,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/tracing"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
@@ -139,28 +140,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		restLis = netutil.LimitListener(restLis, c.maxConns)
 	}
 
-	errc := make(chan error, 4)
-	go func() { errc <- srv.Serve(lis) }()
-	if healthLis != nil {
+	// Each listener is served on a goroutine of its own, which reports its
+	// failure (or a recovered panic, by type only) on errc.
+	errc := make(chan error, 8)
+	serve := func(what string, f func() error) {
 		go func() {
-			if err := srv.ServeHealth(healthLis); err != nil {
-				errc <- fmt.Errorf("health server: %v", err)
+			defer func() {
+				if p := recover(); p != nil {
+					errc <- fmt.Errorf("%s: panic %s", what, recovered.Describe(p).Type)
+				}
+			}()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %v", what, err)
 			}
 		}()
+	}
+	serve("gRPC server", func() error { return srv.Serve(lis) })
+	if healthLis != nil {
+		serve("health server", func() error { return srv.ServeHealth(healthLis) })
 	}
 	if restLis != nil {
-		go func() {
-			if err := srv.ServeREST(restLis); err != nil {
-				errc <- fmt.Errorf("REST/JSON server: %v", err)
-			}
-		}()
+		serve("REST/JSON server", func() error { return srv.ServeREST(restLis) })
 	}
 	if metrics != nil {
-		go func() {
-			if err := metrics.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics server: %v", err)
-			}
-		}()
+		serve("metrics server", func() error { return metrics.Serve(metricsLis) })
 	}
 	mode := "TLS"
 	switch {

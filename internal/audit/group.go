@@ -99,6 +99,18 @@ func (g *GroupWriter) Close() error {
 // counted as failed, and the goroutine goes on.
 func (g *GroupWriter) run() {
 	defer close(g.done)
+	defer func() {
+		// Nothing here panics but the writer (recovered in write); should
+		// it all the same, writes fail from now on instead of waiting
+		// forever.
+		if p := recover(); p != nil {
+			g.mu.Lock()
+			g.closed, g.stopped = true, true
+			g.err = errors.New("audit: the group writer stopped: " + recovered.Describe(p).Type)
+			g.cond.Broadcast()
+			g.mu.Unlock()
+		}
+	}()
 	for {
 		g.mu.Lock()
 		for len(g.pending) == 0 && !g.closed {
