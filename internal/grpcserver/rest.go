@@ -235,11 +235,11 @@ func newGateway(cfg RESTConfig, a *auth.Authenticator, bearer bool, auditor *aud
 		ExposedHeaders: []string{"Retry-After", "WWW-Authenticate"},
 		MaxAge:         600,
 	})
-	// When tracing is on, an HTTP server span per request (otelhttp: method, route, status;
-	// no body, no query), parent of the in-process call's span; the
-	// caller's traceparent, if any, is its parent. Metrics stay
-	// Prometheus'.
 	g.handler = g.checkOrigin(c.Handler(root))
+	// When tracing is on, an HTTP server span per request (otelhttp:
+	// method, route, status; no body, no query), parent of the in-process
+	// call's span; the caller's traceparent, if any, is its parent. Metrics
+	// stay Prometheus'.
 	if tp == nil {
 		return g, nil // tracing is off
 	}
