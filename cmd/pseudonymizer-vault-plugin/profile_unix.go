@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 )
 
 // profileEnv names the file of the plugin's CPU profile, for benchmarks
@@ -37,6 +39,12 @@ func profileOnSignal(logger hclog.Logger) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() {
+			// Profiling must never take the plugin down.
+			if p := recover(); p != nil {
+				logger.Warn("CPU profiling stopped after a panic", "panic_type", recovered.Describe(p).Type)
+			}
+		}()
 		var f *os.File
 		defer func() {
 			if f != nil {
