@@ -37,7 +37,10 @@ type fuzzFixture struct {
 
 const fuzzCaller = "fuzzer"
 
-func newFuzzFixture(f *testing.F) *fuzzFixture {
+// fuzzKeys is the key cache of the fuzz targets: fuzz_v1 → fuzz_v2
+// convertible by fuzzCaller, who may also pseudonymize and identify in
+// both; and a logger that discards.
+func fuzzKeys(f *testing.F) (*keys.Cache, *slog.Logger) {
 	f.Helper()
 	ctx := context.Background()
 	store, err := keys.OpenFileStore(filepath.Join(f.TempDir(), "keys.json"), true)
@@ -59,6 +62,12 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = cache.Close() })
+	return cache, log
+}
+
+func newFuzzFixture(f *testing.F) *fuzzFixture {
+	f.Helper()
+	cache, log := fuzzKeys(f)
 	conn := servertest.Start(f, grpcserver.Config{
 		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), MaxBatch: 64,
 		Rate: 1e9, Burst: 1e9, StreamIdleTimeout: 5 * time.Second, Logger: log,

@@ -5,15 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -24,7 +20,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
-	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
 // restFuzzFixture is a real server with its REST/JSON gateway (every
@@ -39,26 +34,7 @@ type restFuzzFixture struct {
 
 func newRESTFuzzFixture(f *testing.F) *restFuzzFixture {
 	f.Helper()
-	ctx := context.Background()
-	store, err := keys.OpenFileStore(filepath.Join(f.TempDir(), "keys.json"), true)
-	if err != nil {
-		f.Fatal(err)
-	}
-	all := []string{fuzzCaller}
-	for _, spec := range []keys.DomainSpec{
-		{Name: "fuzz_v1", Audience: "urn:test:fuzz:v1", Policy: keys.Policy{Pseudonymize: all, Identify: all, Convert: map[string][]string{"fuzz_v2": all}}},
-		{Name: "fuzz_v2", Audience: "urn:test:fuzz:v2", Policy: keys.Policy{Pseudonymize: all, Identify: all}},
-	} {
-		if _, err := store.CreateDomain(ctx, spec); err != nil {
-			f.Fatal(err)
-		}
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cache, err := keys.NewCache(ctx, store, &keys.CacheOptions{Interval: time.Hour, Logger: log})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = cache.Close() })
+	cache, log := fuzzKeys(f)
 	srv, err := grpcserver.New(grpcserver.Config{
 		Keys: cache, Auth: auth.New(auth.Config{Dev: true}), MaxBatch: 64, Rate: 1e9, Burst: 1e9, Logger: log,
 		REST: &grpcserver.RESTConfig{AllowedOrigins: []string{"https://app.example"}, MaxBodyBytes: 64 << 10},
