@@ -310,18 +310,82 @@ func batch[In, Out any](ctx context.Context, c *Client, op batchOp[In, Out], in 
 		}
 		var answers []answer
 		if len(items) > 0 {
-			send := op.request(items)
-			err := c.call(ctx, func(ctx context.Context) (err error) {
-				answers, err = send(ctx)
-				return err
-			})
-			if err != nil {
+			var err error
+			if answers, err = c.send(ctx, op.request, items); err != nil {
 				return err
 			}
 		}
 		readAnswers(answers, bu, berrs, op.unblind, out[lo:hi], errs[lo:hi])
 	}
 	return nil
+}
+
+// send makes one call of items and returns the service's answers. The call
+// is retried as a whole when it fails (c.call); then the items the service
+// refused with UNAVAILABLE (its key store, or the key-share plugin of a
+// split domain, out of reach for a moment) are sent again, alone, under the
+// same RetryPolicy: its backoff, at most MaxRetries more calls, and the
+// budget. When those calls end (or one fails as a whole), an item still
+// refused keeps its last UNAVAILABLE refusal, and every other item keeps
+// its answer. The same blinded points are sent again: the service learns
+// nothing from a retry that it did not from the first call.
+func (c *Client) send(ctx context.Context, request func([]item) func(context.Context) ([]answer, error), items []item) ([]answer, error) {
+	var final []answer
+	var refused map[string]answer // of the items sent again, by id
+	for attempt := 0; ; attempt++ {
+		send := request(items)
+		var got []answer
+		err := c.call(ctx, func(ctx context.Context) (err error) {
+			got, err = send(ctx)
+			return err
+		})
+		if err != nil {
+			if attempt == 0 {
+				return nil, err
+			}
+			for _, a := range refused {
+				final = append(final, a)
+			}
+			return final, nil
+		}
+		// Only the first answer for an item sent in this call counts, as in
+		// collect; an item sent again that gets none keeps its refusal.
+		pending := make(map[string]item, len(items))
+		for _, it := range items {
+			pending[it.id] = it
+		}
+		var again []item
+		now := make(map[string]answer)
+		for _, a := range got {
+			it, sent := pending[a.id]
+			if !sent {
+				continue
+			}
+			delete(pending, a.id)
+			if a.err != nil && codes.Code(a.err.GetCode()) == codes.Unavailable {
+				again, now[a.id] = append(again, it), a
+				continue
+			}
+			final = append(final, a)
+		}
+		for id := range pending {
+			if a, ok := refused[id]; ok {
+				final = append(final, a)
+			}
+		}
+		refused = now
+		if len(again) == 0 {
+			return final, nil
+		}
+		wait, ok := c.retryWait(ctx, status.ErrorProto(now[again[0].id].err), attempt)
+		if !ok || c.sleep(ctx, wait) != nil {
+			for _, a := range refused {
+				final = append(final, a)
+			}
+			return final, nil
+		}
+		items = again
+	}
 }
 
 // readAnswers reads the answers of one call, whose items were blinded into

@@ -13,7 +13,9 @@ import (
 )
 
 // RetryPolicy says when and how a Client retries a call that failed as a
-// whole. Per-item refusals are answers, never retried.
+// whole, and the items of a batch that the service refused with
+// UNAVAILABLE (see below). Every other per-item refusal is an answer,
+// never retried.
 //
 // A call is retried only when it failed with UNAVAILABLE (the service or
 // its key store cannot be reached: another replica, or the same one a
@@ -24,6 +26,11 @@ import (
 // which no retry cures. Every other code is final: INTERNAL,
 // INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION,
 // NOT_FOUND, and DEADLINE_EXCEEDED or CANCELED (the caller's context).
+//
+// Items refused with UNAVAILABLE (the service could not reach its key
+// store, or the key-share plugin of a split domain, for them) are sent
+// again in a call of their own, after the same backoff, at most MaxRetries
+// times, drawing on the same budget; the other items keep their answers.
 //
 // Before retry n (0 for the first) the client waits a uniformly random
 // time in [0, min(MaxDelay, BaseDelay·2ⁿ)] ("full jitter", so that clients

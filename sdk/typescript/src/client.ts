@@ -2,7 +2,8 @@
 // proto3 JSON mapping of pseudonymizer.v1): it blinds, calls and unblinds,
 // for single values and batches, splitting batches at the service's maximum,
 // retrying calls that failed with UNAVAILABLE or with RESOURCE_EXHAUSTED and
-// a RetryInfo, and caching transit pseudonyms until shortly before they
+// a RetryInfo (and the items of a batch the service refused with
+// UNAVAILABLE), and caching transit pseudonyms until shortly before they
 // expire. The counterpart of Go's client.Client.
 
 import { hmac } from '@noble/hashes/hmac.js';
@@ -25,15 +26,31 @@ import { Transit } from './pseudonym.js';
 
 /**
  * RetryPolicy says when and how a Client retries a call that failed as a
- * whole; per-item refusals are answers, never retried. A call is retried
- * only after UNAVAILABLE (the service, its key store or the network cannot
- * be reached) or RESOURCE_EXHAUSTED with a RetryInfo (the caller's rate
- * limit: the service says when the same request passes). Before retry n
- * (from 0) the client waits a uniformly random time in [0, min(maxDelayMs,
- * baseDelayMs·2ⁿ)], and at least the RetryInfo delay capped by
- * maxServerDelayMs. It never waits past the call's timeout. Retries also
- * draw on a budget shared by all calls of the Client: at most budgetTokens
- * tokens, each call adds budgetRatio, each retry takes one.
+ * whole, and the items of a batch that the service refused with UNAVAILABLE
+ * (see below). Every other per-item refusal is an answer, never retried.
+ *
+ * A call is retried only after UNAVAILABLE (the service, its key store or
+ * the network cannot be reached: another replica, or the same one a little
+ * later, may answer) or RESOURCE_EXHAUSTED with a RetryInfo (the caller's
+ * rate limit: the service says when the same request passes).
+ * RESOURCE_EXHAUSTED without RetryInfo (a request over a size limit) is not
+ * retried, nor is any other code.
+ *
+ * Items refused with UNAVAILABLE (the service could not reach its key
+ * store, or the key-share plugin of a split domain, for them) are sent
+ * again in a call of their own, after the same backoff, at most maxRetries
+ * times, drawing on the same budget; the other items keep their answers.
+ *
+ * Before retry n (from 0) the client waits a uniformly random time in [0,
+ * min(maxDelayMs, baseDelayMs·2ⁿ)] ("full jitter"), and after
+ * RESOURCE_EXHAUSTED at least the RetryInfo delay capped by
+ * maxServerDelayMs. It never waits past the call's timeout: when the wait
+ * would reach it, the call fails with its last error at once.
+ *
+ * Retries also draw on a budget shared by all calls of the Client: at most
+ * budgetTokens tokens (it starts full), each call (not each attempt) adds
+ * budgetRatio, each retry takes one; with less than one token left, calls
+ * are not retried.
  */
 export interface RetryPolicy {
   /** The most retries of one call after its first attempt; 0 disables retries. */
@@ -87,12 +104,18 @@ export interface ClientOptions {
 
 /** Options of one call. */
 export interface CallOptions {
-  /** Aborts the call, its retries and its waits; the call rejects with the signal's reason. */
+  /**
+   * Aborts the call, its retries and its waits; the call rejects with the
+   * signal's reason. Once a batch call was answered, an abort only ends the
+   * retries of the items refused with UNAVAILABLE (see RetryPolicy): they
+   * keep that refusal, and the other items their answers.
+   */
   signal?: AbortSignal;
   /**
    * A deadline for the whole call, retries included, in milliseconds: past
    * it the call rejects with a TimeoutError DOMException, and a retry whose
-   * wait would reach it is not made (the call fails with its last error).
+   * wait would reach it is not made (the call fails with its last error;
+   * items refused with UNAVAILABLE keep that refusal, as for signal).
    */
   timeoutMs?: number;
 }
@@ -515,9 +538,8 @@ export class Client {
         });
         let answers: Answer[] = [];
         if (items.length > 0) {
-          const body = op.body(items);
           try {
-            answers = op.answers(await this.#call(sc, () => this.#send('POST', op.path, body, sc.signal)));
+            answers = await this.#sendItems(sc, op, items);
           } catch (e) {
             const max = Number(e instanceof CallError && e.is(ErrBatchTooLarge) ? e.metadata.max_batch_size : NaN);
             if (Number.isInteger(max) && max > 0 && max < size) {
@@ -538,6 +560,62 @@ export class Client {
       return out;
     } finally {
       sc.done();
+    }
+  }
+
+  // sendItems makes one call of items and returns the service's answers.
+  // The call is retried as a whole when it fails (call); then the items the
+  // service refused with UNAVAILABLE (its key store, or the key-share plugin
+  // of a split domain, out of reach for a moment) are sent again, alone,
+  // under the same RetryPolicy: its backoff, at most maxRetries more calls,
+  // and the budget (retryWait). When those calls end (the limit, the budget,
+  // the deadline or an abort, or one failing as a whole), an item still
+  // refused keeps its last UNAVAILABLE refusal, every other item keeps its
+  // answer, and nothing is thrown: only the first call's failure is. The
+  // same blinded points are sent again: the service learns nothing from a
+  // retry that it did not from the first call. Go: (*Client).send.
+  async #sendItems<In, Out>(sc: Scope, op: BatchOp<In, Out>, items: WireItem[]): Promise<Answer[]> {
+    const final: Answer[] = [];
+    let refused = new Map<string, Answer>(); // of the items sent again, by id
+    for (let attempt = 0; ; attempt++) {
+      const body = op.body(items);
+      let got: Answer[];
+      try {
+        got = op.answers(await this.#call(sc, () => this.#send('POST', op.path, body, sc.signal)));
+      } catch (e) {
+        if (attempt === 0) throw e;
+        return [...final, ...refused.values()];
+      }
+      // Only the first answer for an item sent in this call counts, as in
+      // readAnswers; an item sent again that gets none keeps its refusal.
+      const pending = new Map(items.map((it) => [it.id, it]));
+      const again: WireItem[] = [];
+      const now = new Map<string, Answer>();
+      for (const a of got) {
+        const it = pending.get(a.id);
+        if (!it) continue;
+        pending.delete(a.id);
+        if (a.error && readStatus(a.error).code === Code.UNAVAILABLE) {
+          again.push(it);
+          now.set(a.id, a);
+          continue;
+        }
+        final.push(a);
+      }
+      for (const id of pending.keys()) {
+        const a = refused.get(id);
+        if (a) final.push(a);
+      }
+      refused = now;
+      if (again.length === 0) return final;
+      const wait = this.#retryWait(sc, readStatus(now.get(again[0]!.id)!.error), attempt);
+      if (wait === undefined) return [...final, ...refused.values()];
+      try {
+        await sleep(wait, sc.signal);
+      } catch {
+        return [...final, ...refused.values()];
+      }
+      items = again;
     }
   }
 
@@ -646,7 +724,10 @@ export class Client {
     }
   }
 
-  #retryWait(sc: Scope, e: CallError, attempt: number): number | undefined {
+  // retryWait decides whether a call that failed with e (a call's error, or
+  // an item's UNAVAILABLE refusal) after attempt retries (from 0) is retried,
+  // and after how long. It takes a token from the budget when it says yes.
+  #retryWait(sc: Scope, e: Pick<StatusInfo, 'code' | 'retryDelayMs'>, attempt: number): number | undefined {
     const p = this.#retry;
     if (attempt >= p.maxRetries || sc.signal?.aborted) return undefined;
     let floor = 0;
