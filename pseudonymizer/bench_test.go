@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/scalarmult"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
@@ -29,25 +29,11 @@ import (
 // A run of b.N == 1 (-benchtime=1x: the test command checks that the
 // benchmarks run) times one short round only: its numbers mean nothing.
 func floor(b *testing.B) float64 {
-	s := must(point.RandomScalar(nil))
-	p := ristretto255.NewGeneratorElement()
 	rounds, round := 5, 200*time.Millisecond
 	if b.N == 1 {
 		rounds, round = 1, time.Millisecond
 	}
-	var times []float64
-	for range rounds {
-		n, start := 0, time.Now()
-		for time.Since(start) < round {
-			for range 20 {
-				p.ScalarMult(s, p)
-			}
-			n += 20
-		}
-		times = append(times, float64(time.Since(start).Nanoseconds())/float64(n))
-	}
-	slices.Sort(times)
-	return times[len(times)/2]
+	return float64(scalarmult.Median(rounds, round).Nanoseconds())
 }
 
 func report(b *testing.B, items int) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonymizer"
 )
 
@@ -66,6 +67,10 @@ type config struct {
 	// are (the key-share plugin's mount; the service's k₁ in a file
 	// instead of KV).
 	vaultSharesMount, shareFile string
+	// sharesWindow and sharesInFlight tune the micro-batching of the
+	// service's round trips to the plugin (vault.SharesOptions).
+	sharesWindow   time.Duration
+	sharesInFlight int
 
 	logLevel, logFormat string
 }
@@ -128,6 +133,8 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vaultCA, "vault-ca", "", "PEM `file` of the CAs that verify Vault's TLS certificate (default $VAULT_CACERT)")
 	fs.StringVar(&c.vaultMount, "vault-mount", "", "`path` of the KV v2 mount (default pseudonymizer)")
 	fs.StringVar(&c.vaultSharesMount, "vault-shares-mount", "", "`path` of the key-share plugin that holds k₂ of split domains (default pseudonymizer-shares)")
+	fs.DurationVar(&c.sharesWindow, "vault-shares-window", vault.DefaultSharesWindow, "longest `wait` of a point for others to share its round trip to the key-share plugin, while one is in flight")
+	fs.IntVar(&c.sharesInFlight, "vault-shares-inflight", vault.DefaultSharesInFlight, "most round trips to the key-share plugin in flight at once before points wait for one to end (fewer, fuller round trips cost less CPU)")
 	fs.StringVar(&c.shareFile, "share-file", "", "JSON `file` (mode 0600) of the service's shares k₁ of split domains, written by pseudoctl -share-file (default: k₁ in Vault KV)")
 
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -339,6 +346,9 @@ func (c *config) check(getenv func(string) string) error {
 	}
 	if c.pollInterval <= 0 || c.healthInterval <= 0 || c.shutdownTimeout <= 0 {
 		return usagef("-poll-interval, -health-interval and -shutdown-timeout must be positive")
+	}
+	if c.sharesWindow <= 0 || c.sharesInFlight <= 0 {
+		return usagef("-vault-shares-window and -vault-shares-inflight must be positive")
 	}
 	if c.vaultAddr == "" && !c.dev {
 		c.vaultAddr = getenv("VAULT_ADDR")

@@ -142,6 +142,10 @@ func TestConfigChecks(t *testing.T) {
 		{[]string{"-dev"}, map[string]string{"PSEUDONYMIZER_SHARE_FILE": "/run/shares.json"}, "drop -share-file"},
 		{[]string{"-tls-cert", "c", "-tls-key", "k", "-tls-client-ca", "ca", "-vault-addr", "https://v",
 			"-share-file", "/run/shares.json", "-vault-shares-mount", "shares"}, nil, ""},
+		{[]string{"-dev", "-vault-shares-window", "2ms", "-vault-shares-inflight", "1"}, nil, ""},
+		{[]string{"-dev", "-vault-shares-inflight", "0"}, nil, "-vault-shares-inflight must be positive"},
+		{[]string{"-dev", "-vault-shares-window", "0s"}, nil, "-vault-shares-window and"},
+		{[]string{"-dev"}, map[string]string{"PSEUDONYMIZER_VAULT_SHARES_INFLIGHT": "-1"}, "must be positive"},
 	} {
 		c, err := parseConfig(tc.args, env(tc.env), io.Discard)
 		if err == nil {

@@ -302,9 +302,10 @@ func openStore(ctx context.Context, c *config, log *slog.Logger) (src keys.Sourc
 		RoleID:       c.vaultRoleID,
 		SecretIDFile: c.vaultSecretIDFile,
 		Mount:        c.vaultMount,
-		Shares:       vault.ShareConfig{Mount: c.vaultSharesMount, File: c.shareFile},
-		Mode:         vault.Service,
-		Logger:       log,
+		Shares: vault.ShareConfig{Mount: c.vaultSharesMount, File: c.shareFile,
+			Options: vault.SharesOptions{Window: c.sharesWindow, InFlight: c.sharesInFlight, Logger: log}},
+		Mode:   vault.Service,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, "", nil, err
