@@ -39,11 +39,12 @@
 # process shares every CPU, the generator included.
 #
 # With BENCH_PROFILE=1 it then does one more split 100x2 run while taking
-# a CPU profile of the plugin process (PSEUDONYMIZER_PLUGIN_CPUPROFILE,
-# started and stopped with SIGUSR1/SIGUSR2) and of Vault (its
+# a CPU profile of the service (PSEUDONYMIZER_CPUPROFILE) and of the plugin
+# process (PSEUDONYMIZER_PLUGIN_CPUPROFILE), both started and stopped with
+# SIGUSR1/SIGUSR2 (package internal/cpuprofile), and of Vault (its
 # /v1/sys/pprof/profile, with the dev root token), prints their top
-# entries and writes split-plugin.pprof, split-plugin.bin and
-# split-vault.pprof into BENCH_OUT.
+# entries and writes split-server.{pprof,bin}, split-plugin.{pprof,bin}
+# and split-vault.pprof into BENCH_OUT.
 #
 # Environment (all optional):
 #   BENCH_DURATION      measured time of the 1x8 and 100x2 runs, whole
@@ -207,7 +208,9 @@ echo "Vault pid $VAULT_PID, plugin pid $PLUGIN_PIDS (CPUs $(taskset -pc "$VAULT_
 
 SERVER_LINE="$SERVER_LINE -rate 0 ${BENCH_SERVER_FLAGS:-}"
 step "start the service: $SERVER_LINE"
-"${SERVER_ON[@]}" env "PATH=$TMP/bin:$PATH" bash -c "exec $SERVER_LINE" >"$TMP/server.out" 2>"$TMP/server.log" &
+SERVER_ENV=(env "PATH=$TMP/bin:$PATH")
+if [ "$PROFILE" = 1 ]; then SERVER_ENV+=("PSEUDONYMIZER_CPUPROFILE=$TMP/server.pprof"); fi
+"${SERVER_ON[@]}" "${SERVER_ENV[@]}" bash -c "exec $SERVER_LINE" >"$TMP/server.out" 2>"$TMP/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do
 	grep -q '"msg":"pseudonymizer: serving"' "$TMP/server.log" 2>/dev/null && break
@@ -274,7 +277,17 @@ if [ "$PROFILE" = 1 ]; then
 	VAULT_TOKEN="$ROOT_TOKEN" "$SB" vault-profile -addr "$VAULT_ADDR" -seconds $(($(secs "$DURATION") + 2)) -o "$OUT/split-vault.pprof" &
 	vprof=$!
 	if [ "$plugin_prof" = 1 ]; then kill -USR1 "${PLUGIN_PIDS%%,*}"; fi
+	kill -USR1 "$SERVER_PID"
 	run split therlink_v1 profile 100x2 "$DURATION"
+	kill -USR2 "$SERVER_PID"
+	for _ in $(seq 1 50); do [ -s "$TMP/server.pprof" ] && break; sleep 0.1; done
+	sleep 0.5
+	if [ -s "$TMP/server.pprof" ]; then
+		cp "$TMP/server.pprof" "$OUT/split-server.pprof"
+		cp "$TMP/bin/pseudonymizer" "$OUT/split-server.bin"
+	else
+		echo "notice: no profile of the service"
+	fi
 	if [ "$plugin_prof" = 1 ]; then
 		kill -USR2 "${PLUGIN_PIDS%%,*}"
 		for _ in $(seq 1 50); do [ -s "$TMP/plugin.pprof" ] && break; sleep 0.1; done
@@ -289,13 +302,34 @@ if [ "$PROFILE" = 1 ]; then
 		echo; echo "plugin process, cumulative:"
 		go tool pprof -top -cum -nodecount=20 "$OUT/split-plugin.bin" "$OUT/split-plugin.pprof" 2>/dev/null | sed -n '6,30p'
 	fi
+	if [ -s "$OUT/split-server.pprof" ]; then
+		echo; echo "service, flat:"
+		go tool pprof -top -nodecount=20 "$OUT/split-server.bin" "$OUT/split-server.pprof" 2>/dev/null | sed -n '4,30p'
+		echo; echo "service, cumulative:"
+		go tool pprof -top -cum -nodecount=25 "$OUT/split-server.bin" "$OUT/split-server.pprof" 2>/dev/null | sed -n '6,35p'
+	fi
 	if [ -s "$OUT/split-vault.pprof" ]; then
 		echo; echo "Vault, flat:"
 		go tool pprof -top -nodecount=20 "$OUT/split-vault.pprof" 2>/dev/null | sed -n '4,30p'
 		echo; echo "Vault, cumulative:"
 		go tool pprof -top -cum -nodecount=20 "$OUT/split-vault.pprof" 2>/dev/null | sed -n '6,30p'
 	fi
-	echo "explore: go tool pprof -http : $OUT/split-plugin.bin $OUT/split-plugin.pprof (and $OUT/split-vault.pprof)"
+	# Each process makes one ScalarMult per item (k₁ in the service, k₂ in
+	# the plugin): its CPU per item in its own ScalarMults, timed on its
+	# CPU in this very run, is 1 ÷ ScalarMult's share of its profile. This
+	# ruler does not move with the reference timing of pseudobench (another
+	# CPU, between runs), which the VM's neighbours shift by ±25 %.
+	sm_share() { go tool pprof -top -cum -nodecount=400 "$1" "$2" 2>/dev/null |
+		awk '/edwards25519\.\(\*Point\)\.ScalarMult$/ { sub("%", "", $5); print $5 / 100; exit }'; }
+	if [ -s "$OUT/split-server.pprof" ] && [ "$plugin_prof" = 1 ]; then
+		srv_share="$(sm_share "$OUT/split-server.bin" "$OUT/split-server.pprof")"
+		plg_share="$(sm_share "$OUT/split-plugin.bin" "$OUT/split-plugin.pprof")"
+		if [ -n "$srv_share" ] && [ -n "$plg_share" ]; then
+			echo
+			"$SB" own -rec "$TMP/rec-split-profile.json" -server-share "$srv_share" -plugin-share "$plg_share" | tee -a "$OUT/split-latest.md"
+		fi
+	fi
+	echo "explore: go tool pprof -http : $OUT/split-plugin.bin $OUT/split-plugin.pprof (and split-server.*, split-vault.pprof)"
 fi
 
 echo

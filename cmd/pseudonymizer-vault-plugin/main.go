@@ -18,16 +18,22 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/plugin"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/cpuprofile"
 	"github.com/ehealth-pseudo/pseudonymizer/keyshare"
 )
+
+// profileEnv names the file of the plugin's CPU profile (package
+// cpuprofile), for scripts/bench-split.sh.
+const profileEnv = "PSEUDONYMIZER_PLUGIN_CPUPROFILE"
 
 func main() {
 	// Warnings and errors only: the SDK's default (trace) costs every
 	// request a log line through Vault. Nothing the plugin logs holds a
 	// point or a key.
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr, JSONFormat: true})
-	// Off unless PSEUDONYMIZER_PLUGIN_CPUPROFILE is set (benchmarks).
-	profileOnSignal(logger)
+	// Off unless PSEUDONYMIZER_PLUGIN_CPUPROFILE is set (benchmarks; Vault's
+	// environment reaches the plugin process).
+	cpuprofile.OnSignal(profileEnv, nil, logger.Warn)
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: keyshare.Factory, Logger: logger}); err != nil {
 		fmt.Fprintln(os.Stderr, "pseudonymizer-vault-plugin:", err)
 		os.Exit(1)

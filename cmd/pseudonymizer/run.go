@@ -21,6 +21,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/audit"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/cpuprofile"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/tracing"
@@ -30,6 +31,11 @@ import (
 
 // run is the command without the process: it serves until ctx is done (a
 // signal), then shuts down gracefully.
+// profileEnv names the file of the service's CPU profile, taken between
+// SIGUSR1 and SIGUSR2 (package cpuprofile), for benchmarks. It is not a
+// flag: profiling is no part of the service's configuration.
+const profileEnv = "PSEUDONYMIZER_CPUPROFILE"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -51,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// Off unless PSEUDONYMIZER_CPUPROFILE is set (scripts/bench-split.sh).
+	defer cpuprofile.OnSignal(profileEnv, getenv, log.Warn)()
 	stopTracing, tracer, err := startTracing(ctx, log)
 	if err != nil {
 		return err

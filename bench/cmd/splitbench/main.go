@@ -48,7 +48,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: splitbench pids|run|report|vault-profile [flags]")
+		fmt.Fprintln(os.Stderr, "usage: splitbench pids|run|report|vault-profile|own [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -61,8 +61,10 @@ func main() {
 		err = reportCmd(args, os.Stdout)
 	case "vault-profile":
 		err = vaultProfileCmd(args)
+	case "own":
+		err = ownCmd(args, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown command %q: pids, run, report or vault-profile", cmd)
+		err = fmt.Errorf("unknown command %q: pids, run, report, vault-profile or own", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "splitbench:", err)
@@ -702,4 +704,56 @@ func printMarkdown(w io.Writer, s *summary, rows []row) {
 		}
 		fmt.Fprintf(w, "| %s | %.3f %s | %s %.2f | %s |\n", t.Name, t.Value, t.Unit, op, t.Bound, verdict)
 	}
+}
+
+// ownCmd reads the record of a profiled split run and ScalarMult's share
+// of the service's and of the plugin's CPU profiles (pprof's cumulative
+// share of edwards25519.(*Point).ScalarMult, which each makes once per
+// item), and prints the time of that ScalarMult per item in each process
+// against pseudobench's reference, and each process's CPU per item in its
+// own ScalarMults (1 ÷ the share).
+func ownCmd(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("own", flag.ContinueOnError)
+	recPath := fs.String("rec", "", "record of the profiled run (splitbench run -out)")
+	srvShare := fs.Float64("server-share", 0, "ScalarMult's share of the service's profile, in (0, 1]")
+	plgShare := fs.Float64("plugin-share", 0, "ScalarMult's share of the plugin's profile, in (0, 1]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*recPath)
+	if err != nil {
+		return err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %v", *recPath, err)
+	}
+	o, err := ownScalarMults(&r, *srvShare, *plgShare)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "ScalarMult inside the processes (profiles, split %s): service %.1f µs, plugin %.1f µs per item; pseudobench's reference %.1f µs\n",
+		r.Run, o.serverSMNs/1e3, o.pluginSMNs/1e3, r.Bench.ScalarMultNs/1e3)
+	fmt.Fprintf(w, "in their own ScalarMults: service %.2f + plugin %.2f = %.2f per item (ScalarMult %.0f %% and %.0f %% of their CPU; target ≤ 2.40, floor 2.0)\n",
+		1 / *srvShare, 1 / *plgShare, 1 / *srvShare + 1 / *plgShare, 100**srvShare, 100**plgShare)
+	return nil
+}
+
+// own is what ownCmd prints: the ns of the service's and of the plugin's
+// ScalarMult per item.
+type own struct{ serverSMNs, pluginSMNs float64 }
+
+func ownScalarMults(r *record, srvShare, plgShare float64) (own, error) {
+	switch {
+	case r.Items <= 0:
+		return own{}, errors.New("the record has no items")
+	case srvShare <= 0 || srvShare > 1 || plgShare <= 0 || plgShare > 1:
+		return own{}, errors.New("-server-share and -plugin-share must be in (0, 1]")
+	case r.CPUSec["server"] <= 0 || r.CPUSec["plugin"] <= 0:
+		return own{}, errors.New("the record has no CPU time of the service or of the plugin")
+	}
+	return own{
+		serverSMNs: r.CPUSec["server"] * srvShare / r.Items * 1e9,
+		pluginSMNs: r.CPUSec["plugin"] * plgShare / r.Items * 1e9,
+	}, nil
 }

@@ -128,3 +128,28 @@ func TestReport(t *testing.T) {
 		t.Errorf("no verdict in:\n%s", out.String())
 	}
 }
+
+func TestOwnScalarMults(t *testing.T) {
+	r := &record{Items: 1000, CPUSec: map[string]float64{"server": 0.1, "plugin": 0.08}}
+	o, err := ownScalarMults(r, 0.75, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0.1 s × 0.75 ÷ 1000 items = 75 µs; 0.08 s × 0.5 ÷ 1000 = 40 µs.
+	if math.Abs(o.serverSMNs-75e3) > 1e-6 || math.Abs(o.pluginSMNs-40e3) > 1e-6 {
+		t.Fatalf("got %+v", o)
+	}
+	for _, bad := range []struct {
+		r        *record
+		srv, plg float64
+	}{
+		{&record{CPUSec: r.CPUSec}, 0.5, 0.5},
+		{r, 0, 0.5},
+		{r, 0.5, 1.5},
+		{&record{Items: 10, CPUSec: map[string]float64{"server": 1}}, 0.5, 0.5},
+	} {
+		if _, err := ownScalarMults(bad.r, bad.srv, bad.plg); err == nil {
+			t.Errorf("%+v, %v, %v: no error", bad.r, bad.srv, bad.plg)
+		}
+	}
+}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package cpuprofile
 
 import (
 	"crypto/sha256"
@@ -9,16 +9,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 )
 
-// TestProfileOnSignal: with the variable set, SIGUSR1 starts a CPU profile
+// TestOnSignal: with the variable set, SIGUSR1 starts a CPU profile
 // into its file and SIGUSR2 writes it out.
-func TestProfileOnSignal(t *testing.T) {
+func TestOnSignal(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cpu.pprof")
-	t.Setenv(profileEnv, path)
-	stop := profileOnSignal(hclog.NewNullLogger())
+	t.Setenv(testEnv, path)
+	stop := OnSignal(testEnv, nil, t.Logf)
 	defer stop()
 
 	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
@@ -45,11 +43,17 @@ func TestProfileOnSignal(t *testing.T) {
 // TestProfileOffByDefault: without the variable, or with a relative path,
 // nothing is installed and the stop function does nothing.
 func TestProfileOffByDefault(t *testing.T) {
-	t.Setenv(profileEnv, "")
-	profileOnSignal(hclog.NewNullLogger())()
-	t.Setenv(profileEnv, "relative.pprof")
-	profileOnSignal(hclog.NewNullLogger())()
+	t.Setenv(testEnv, "")
+	OnSignal(testEnv, nil, t.Logf)()
+	var warned []string
+	t.Setenv(testEnv, "relative.pprof")
+	OnSignal(testEnv, nil, func(msg string, _ ...any) { warned = append(warned, msg) })()
+	if len(warned) != 1 {
+		t.Fatalf("a relative path: warnings %q, want one", warned)
+	}
 }
+
+const testEnv = "PSEUDONYMIZER_TEST_CPUPROFILE"
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

@@ -1,0 +1,77 @@
+//go:build unix
+
+package cpuprofile
+
+import (
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
+)
+
+// OnSignal installs the handler of SIGUSR1 and SIGUSR2 when the
+// environment variable env is set (read with getenv: os.Getenv when nil),
+// and returns a function that stops it (the tests'). warn receives what
+// went wrong (a message and key-value pairs, as slog's), never a secret.
+func OnSignal(env string, getenv func(string) string, warn func(msg string, args ...any)) (stop func()) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	path := getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	if !filepath.IsAbs(path) {
+		warn("CPU profile not enabled: " + env + " must be an absolute path")
+		return func() {}
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			// Profiling must never take the process down.
+			if p := recover(); p != nil {
+				warn("CPU profiling stopped after a panic", "panic_type", recovered.Describe(p).Type)
+			}
+		}()
+		var f *os.File
+		defer func() {
+			if f != nil {
+				pprof.StopCPUProfile()
+				_ = f.Close()
+			}
+		}()
+		for sig := range sigs {
+			switch {
+			case sig == syscall.SIGUSR1 && f == nil:
+				out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+				if err != nil {
+					warn("CPU profile not started", "error", err)
+					continue
+				}
+				if err := pprof.StartCPUProfile(out); err != nil {
+					_ = out.Close()
+					warn("CPU profile not started", "error", err)
+					continue
+				}
+				f = out
+			case sig == syscall.SIGUSR2 && f != nil:
+				pprof.StopCPUProfile()
+				if err := f.Close(); err != nil {
+					warn("CPU profile not written", "error", err)
+				}
+				f = nil
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(sigs)
+		<-done
+	}
+}
