@@ -28,6 +28,9 @@ const DefaultSharesMount = "pseudonymizer-shares"
 const (
 	DefaultSharesWindow   = time.Millisecond
 	DefaultSharesInFlight = 2
+	// StallWindows is how many windows an item waits at most for a round
+	// trip to end when InFlight are in flight.
+	StallWindows          = 5
 	DefaultSharesMaxBatch = 1000
 	DefaultSharesTimeout  = 5 * time.Second
 )
@@ -43,8 +46,10 @@ type SharesOptions struct {
 	Window time.Duration
 	// InFlight is the most round trips in flight at once, short of full
 	// ones (MaxBatch points): past it, items wait for a round trip to end,
-	// and go together in the next. Fewer, fuller round trips cost Vault
-	// and both ends less CPU per point. DefaultSharesInFlight when zero.
+	// and go together in the next, but never longer than StallWindows
+	// windows (round trips that hang must not hold the others).
+	// Fewer, fuller round trips cost Vault and both ends less CPU per
+	// point. DefaultSharesInFlight when zero.
 	InFlight int
 	// MaxBatch is the most points of one round trip, at most the plugin's
 	// max_batch; DefaultSharesMaxBatch when zero.
@@ -60,10 +65,10 @@ type SharesOptions struct {
 // Shares is the service's client of the key-share plugin: it implements
 // keys.Multiplier. Concurrent calls share round trips (micro-batching):
 // an idle client sends at once; while a round trip is in flight, items
-// queue until it ends, the window passes (only while fewer than InFlight
-// round trips are in flight) or MaxBatch points are waiting, whichever
-// comes first, and then go in one request (or several of at most MaxBatch
-// points). Requests go over the Vault client's kept-alive
+// queue until it ends, the window passes (StallWindows windows while
+// InFlight round trips are in flight) or MaxBatch points are waiting,
+// whichever comes first, and then go in one request (or several of at
+// most MaxBatch points). Requests go over the Vault client's kept-alive
 // connections, with the token the Vault client holds at the time. A round
 // trip that fails on the network or with a 5xx (a plugin restarting, say)
 // is tried again with a short backoff within Timeout; past it, or on any
@@ -82,6 +87,7 @@ type Shares struct {
 	mu       sync.Mutex
 	queue    []*part
 	queued   int
+	since    time.Time // when the oldest item of the queue came
 	inflight int
 	peak     int // the most round trips ever in flight at once (tests)
 	armed    bool
@@ -98,15 +104,27 @@ func NewShares(client *api.Client, mount string, opts SharesOptions) (*Shares, e
 	if mount == "" {
 		mount = DefaultSharesMount
 	}
-	c, err := client.Clone()
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultSharesMaxBatch
+	}
+	// A client of its own, on the parent's address and transport: no
+	// retries of the Vault client's (send has its own), no timeout of the
+	// Vault client's (it would end the request's context when WriteRaw
+	// returns, before the answer is read; each round trip has Timeout),
+	// and every answer body bounded, error answers included (the Vault
+	// client reads those whole).
+	cfg := client.CloneConfig()
+	hc := *cfg.HttpClient
+	hc.Transport = &boundedBodies{next: hc.Transport, max: maxAnswer(opts.MaxBatch)}
+	cfg.HttpClient = &hc
+	cfg.MaxRetries = 0
+	cfg.Timeout = 0
+	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("vault: %v", err)
 	}
-	c.SetMaxRetries(0)
-	// No timeout of the Vault client's own: it would end the request's
-	// context when WriteRaw returns, before the answer is read; each round
-	// trip has Timeout instead.
 	c.SetClientTimeout(0)
+	c.SetToken(client.Token())
 	s := &Shares{
 		parent: client, client: c, path: mount + "/multiply",
 		window: opts.Window, inFlight: opts.InFlight, maxBatch: opts.MaxBatch, timeout: opts.Timeout, log: opts.Logger,
@@ -116,9 +134,6 @@ func NewShares(client *api.Client, mount string, opts SharesOptions) (*Shares, e
 	}
 	if s.inFlight <= 0 {
 		s.inFlight = DefaultSharesInFlight
-	}
-	if s.maxBatch <= 0 {
-		s.maxBatch = DefaultSharesMaxBatch
 	}
 	if s.timeout <= 0 {
 		s.timeout = DefaultSharesTimeout
@@ -191,11 +206,14 @@ func (s *Shares) Multiply(ctx context.Context, op keys.ShareOp, from, to keys.Sh
 }
 
 // enqueue queues p and sends what is queued when the client is idle or
-// MaxBatch points wait; otherwise, while fewer than InFlight round trips
-// are in flight, it arms the window's timer (one per window). With
-// InFlight round trips in flight, the end of one sends the queue.
+// MaxBatch points wait; otherwise it arms the window's timer (one at a
+// time). With InFlight round trips in flight, the end of one sends the
+// queue, or fire after StallWindows windows.
 func (s *Shares) enqueue(p *part) {
 	s.mu.Lock()
+	if len(s.queue) == 0 {
+		s.since = time.Now()
+	}
 	s.queue = append(s.queue, p)
 	s.queued += p.n()
 	if s.inflight == 0 || s.queued >= s.maxBatch {
@@ -203,7 +221,7 @@ func (s *Shares) enqueue(p *part) {
 		s.mu.Unlock()
 		return
 	}
-	if !s.armed && s.inflight < s.inFlight {
+	if !s.armed {
 		s.armed = true
 		time.AfterFunc(s.window, s.fire)
 	}
@@ -211,15 +229,24 @@ func (s *Shares) enqueue(p *part) {
 }
 
 // fire ends a window: everything queued is sent, unless InFlight round
-// trips are in flight (the end of one sends it).
+// trips are in flight (the end of one sends it) and the oldest item has
+// waited less than StallWindows windows (then fire comes back for it).
 func (s *Shares) fire() {
 	defer func() { _ = recover() }() // nothing here panics; the process must not die if it does
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.armed = false
-	if s.inflight < s.inFlight {
-		s.flushLocked()
+	if len(s.queue) == 0 {
+		return
 	}
-	s.mu.Unlock()
+	if s.inflight >= s.inFlight {
+		if wait := StallWindows*s.window - time.Since(s.since); wait > 0 {
+			s.armed = true
+			time.AfterFunc(wait, s.fire)
+			return
+		}
+	}
+	s.flushLocked()
 }
 
 // flushLocked sends the queue, in requests of at most maxBatch points, each
@@ -317,6 +344,51 @@ func retryable(err error) bool {
 // shape: not worth trying again.
 var errAnswer = errors.New("unexpected answer")
 
+// errTooLarge is an answer body longer than the client reads.
+var errTooLarge = fmt.Errorf("%w: answer too large", errAnswer)
+
+// boundedBodies is a transport whose answers' bodies end in errTooLarge
+// past max bytes.
+type boundedBodies struct {
+	next http.RoundTripper // http.DefaultTransport when nil
+	max  int64
+}
+
+func (t *boundedBodies) RoundTrip(r *http.Request) (*http.Response, error) {
+	next := t.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	resp, err := next.RoundTrip(r)
+	if resp != nil && resp.Body != nil {
+		resp.Body = &boundedBody{ReadCloser: resp.Body, left: t.max}
+	}
+	return resp, err
+}
+
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.left <= 0 {
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 || err == nil {
+			return 0, errTooLarge
+		}
+		return 0, err
+	}
+	p = p[:min(int64(len(p)), b.left)]
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
 var opNames = map[keys.ShareOp]string{
 	keys.SharePseudonymize: "pseudonymize",
 	keys.ShareIdentify:     "identify",
@@ -344,7 +416,7 @@ type wireResult struct {
 	Error string `json:"error"`
 }
 
-// maxAnswer bounds the plugin's answer that the client reads: the points
+// maxAnswer bounds an answer of Vault that the client reads: the points
 // in base64 with room for Vault's envelope and per-item errors.
 func maxAnswer(points int) int64 { return int64(points)*(pointSize*4/3+64) + 64<<10 }
 
@@ -390,12 +462,9 @@ func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
 			Results []wireResult `json:"results"`
 		} `json:"data"`
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer(n)+1))
+	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err // the connection failed: worth trying again
-	}
-	if int64(len(raw)) > maxAnswer(n) {
-		return fmt.Errorf("%w: answer too large", errAnswer)
+		return err // the connection failed (worth trying again), or errTooLarge
 	}
 	if err := json.Unmarshal(raw, &answer); err != nil || answer.Data == nil {
 		return fmt.Errorf("%w: no data", errAnswer)

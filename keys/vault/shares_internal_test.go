@@ -3,12 +3,24 @@ package vault
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gtank/ristretto255"
+	"github.com/hashicorp/vault/api"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
@@ -25,7 +37,9 @@ func TestSharesInFlight(t *testing.T) {
 	}
 	for _, inFlight := range []int{1, 2} {
 		svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
-		svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: inFlight}})
+		// A long window: the bound holds while round trips end within
+		// StallWindows windows (TestSharesStall covers the others).
+		svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: inFlight, Window: time.Second}})
 		d, err := svc.Domain(ctx, "batch_v1")
 		if err != nil {
 			t.Fatal(err)
@@ -55,6 +69,9 @@ func TestSharesInFlight(t *testing.T) {
 					t.Errorf("call %d: %v", c, errs[0])
 					return
 				}
+				if bytes.Equal(pts[0], in[c%distinct]) {
+					t.Errorf("call %d: the plugin returned the point it got", c)
+				}
 				out[c] = pts[0]
 			})
 		}
@@ -77,6 +94,149 @@ func TestSharesInFlight(t *testing.T) {
 		}
 		if peak > inFlight {
 			t.Fatalf("InFlight %d: %d round trips in flight at once", inFlight, peak)
+		}
+	}
+}
+
+// TestSharesStall: with InFlight round trips hanging (the plugin process
+// stopped), queued points still go after StallWindows windows, and every
+// call succeeds once the plugin runs again.
+func TestSharesStall(t *testing.T) {
+	e := sharetest.Start(t)
+	ctx := context.Background()
+	admin := NewStore(e.ClientWithToken(t, e.AdminToken), "", Owner)
+	if _, err := admin.CreateDomainWith(ctx, keys.DomainSpec{Name: "stall_v1", Audience: "urn:test:stall",
+		Policy: keys.Policy{Pseudonymize: []string{"client"}}}, keys.DomainOptions{Split: true}); err != nil {
+		t.Fatal(err)
+	}
+	svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
+	svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: 1, Window: 20 * time.Millisecond, Timeout: time.Minute}})
+	d, err := svc.Domain(ctx, "stall_v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := svc.Shares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := keys.ShareRef{Domain: "stall_v1", Generation: d.ShareGeneration}
+	g := ristretto255.NewGeneratorElement().Bytes()
+	multiply := func() error {
+		pts, errs := [][]byte{bytes.Clone(g)}, []error{nil}
+		sh.Multiply(ctx, keys.SharePseudonymize, ref, keys.ShareRef{}, pts, errs)
+		return errs[0]
+	}
+	if err := multiply(); err != nil { // the plugin process runs
+		t.Fatal(err)
+	}
+	pids := processesOf(t, filepath.Join(e.PluginDir(), filepath.Base(e.Plugin)))
+	signal := func(sig syscall.Signal) {
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, sig); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			signal(syscall.SIGCONT)
+		}
+	}()
+	state := func() (inflight, peak, queued int) {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return sh.inflight, sh.peak, sh.queued
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- multiply() }()
+	waitfor.Cond(t, 10*time.Second, "a round trip in flight", func() bool { n, _, _ := state(); return n == 1 })
+	go func() { errs <- multiply() }()
+	waitfor.Cond(t, 10*time.Second, "the queued point sent past the stalled round trip", func() bool {
+		n, peak, queued := state()
+		return n == 2 && peak == 2 && queued == 0
+	})
+	signal(syscall.SIGCONT)
+	stopped = false
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("after the plugin ran again: %v", err)
+		}
+	}
+}
+
+// processesOf returns the processes that run the binary bin.
+func processesOf(t *testing.T, bin string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("no process runs %s", bin)
+	}
+	return pids
+}
+
+// TestSharesBoundedAnswers: the client reads at most maxAnswer bytes of
+// any answer, error answers included, and does not try an oversized
+// answer again: its points fail UNAVAILABLE. (A server that stands for a
+// Vault gone wrong: no real Vault sends these.)
+func TestSharesBoundedAnswers(t *testing.T) {
+	for _, status := range []int{http.StatusOK, http.StatusInternalServerError} {
+		var requests atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			chunk := bytes.Repeat([]byte(" "), 64<<10)
+			_, _ = w.Write([]byte(`{"errors": ["`))
+			for range 64 { // 4 MiB, far past the bound
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}))
+		c, err := api.NewClient(&api.Config{Address: srv.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := NewShares(c, "", SharesOptions{MaxBatch: 10, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pts, errs := [][]byte{ristretto255.NewGeneratorElement().Bytes()}, []error{nil}
+		sh.Multiply(context.Background(), keys.SharePseudonymize, keys.ShareRef{Domain: "d", Generation: 1}, keys.ShareRef{}, pts, errs)
+		if !errors.Is(errs[0], keys.ErrUnavailable) || !errors.Is(errs[0], errTooLarge) {
+			t.Errorf("status %d: %v; want an unavailable point, for an answer too large", status, errs[0])
+		}
+		if n := requests.Load(); n != 1 {
+			t.Errorf("status %d: %d requests; an oversized answer is not worth another", status, n)
+		}
+		srv.Close()
+	}
+}
+
+func TestBoundedBody(t *testing.T) {
+	for _, tc := range []struct {
+		size, max int
+		err       error
+	}{{10, 10, nil}, {11, 10, errTooLarge}, {0, 0, nil}, {1, 0, errTooLarge}, {5, 10, nil}} {
+		b := &boundedBody{ReadCloser: io.NopCloser(bytes.NewReader(make([]byte, tc.size))), left: int64(tc.max)}
+		got, err := io.ReadAll(b)
+		if !errors.Is(err, tc.err) || (err == nil && len(got) != tc.size) {
+			t.Errorf("%d bytes, bound %d: read %d, %v; want %v", tc.size, tc.max, len(got), err, tc.err)
 		}
 	}
 }
