@@ -323,11 +323,12 @@ func batch[In, Out any](ctx context.Context, c *Client, op batchOp[In, Out], in 
 // send makes one call of items and returns the service's answers. The call
 // is retried as a whole when it fails (c.call); then the items the service
 // refused with UNAVAILABLE (its key store, or the key-share plugin of a
-// split domain, out of reach for a moment) are sent again, alone, under the
-// same RetryPolicy: its backoff, at most MaxRetries more calls, and the
-// budget. When those calls end (or one fails as a whole), an item still
-// refused keeps its last UNAVAILABLE refusal, and every other item keeps
-// its answer. The same blinded points are sent again: the service learns
+// split domain, out of reach for a moment) are sent again, alone, in
+// rounds under the same RetryPolicy: its backoff, at most MaxRetries
+// rounds, a budget token each (a round's call is retried as a whole as
+// any call). When the rounds end (or one fails as a whole, or ctx ends),
+// an item still refused keeps its last UNAVAILABLE refusal, and every
+// other item keeps its answer. The same blinded points are sent again: the service learns
 // nothing from a retry that it did not from the first call.
 func (c *Client) send(ctx context.Context, request func([]item) func(context.Context) ([]answer, error), items []item) ([]answer, error) {
 	var final []answer
@@ -335,7 +336,11 @@ func (c *Client) send(ctx context.Context, request func([]item) func(context.Con
 	for attempt := 0; ; attempt++ {
 		send := request(items)
 		var got []answer
-		err := c.call(ctx, func(ctx context.Context) (err error) {
+		try := c.call
+		if attempt > 0 {
+			try = c.attempts // a round is no call of its own for the budget
+		}
+		err := try(ctx, func(ctx context.Context) (err error) {
 			got, err = send(ctx)
 			return err
 		})

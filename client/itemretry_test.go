@@ -28,6 +28,8 @@ type itemScripted struct {
 	pb.UnimplementedPseudonymizerServer
 	refuse  func(n int, id string) codes.Code
 	callErr func(n int) error
+	// extra answers call n with these results first.
+	extra func(n int) []*pb.IdentifyResult
 
 	mu    sync.Mutex
 	calls [][]string
@@ -48,6 +50,9 @@ func (s *itemScripted) Identify(_ context.Context, req *pb.IdentifyRequest) (*pb
 		}
 	}
 	resp := &pb.IdentifyResponse{}
+	if s.extra != nil {
+		resp.Results = append(resp.Results, s.extra(n)...)
+	}
 	for _, it := range req.GetItems() {
 		r := &pb.IdentifyResult{Id: it.GetId()}
 		if c := s.refuse(n, it.GetId()); c != codes.OK {
@@ -207,6 +212,82 @@ func TestRetryUnavailableItems(t *testing.T) {
 			t.Fatal(err)
 		}
 		check(t, got, errs, map[int]codes.Code{1: codes.Unavailable})
+	})
+
+	t.Run("only the first answer for an item sent counts", func(t *testing.T) {
+		refusal := func(id string, c codes.Code) *pb.IdentifyResult {
+			return &pb.IdentifyResult{Id: id, Outcome: &pb.IdentifyResult_Error{Error: status.New(c, "scripted").Proto()}}
+		}
+		svc := &itemScripted{refuse: unavailable(map[string]int{"2": 1}),
+			extra: func(n int) []*pb.IdentifyResult {
+				if n == 2 {
+					// An answer for an item not sent in this round (already
+					// answered), and one for the item sent, ahead of its own.
+					return []*pb.IdentifyResult{refusal("0", codes.PermissionDenied), refusal("2", codes.InvalidArgument)}
+				}
+				return nil
+			}}
+		c := startItemScripted(t, svc, newFakeClock().option(), jitterZero)
+		got, errs, err := c.IdentifyBatch(ctx, "rx_v1", ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, got, errs, map[int]codes.Code{2: codes.InvalidArgument})
+	})
+
+	t.Run("each round takes a budget token", func(t *testing.T) {
+		svc := &itemScripted{refuse: unavailable(map[string]int{"1": 100})}
+		c := startItemScripted(t, svc, newFakeClock().option(), jitterZero, policy(func(p *client.RetryPolicy) {
+			p.MaxRetries, p.BudgetTokens, p.BudgetRatio = 5, 2, 0
+		}))
+		_, errs, err := c.IdentifyBatch(ctx, "rx_v1", ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(svc.sent()); n != 3 {
+			t.Errorf("%d calls, want 1 + 2 rounds (the budget's 2 tokens)", n)
+		}
+		if status.Code(errs[1]) != codes.Unavailable {
+			t.Errorf("item 1: %v", errs[1])
+		}
+		// The budget is spent: a new call's refused items are not sent again.
+		svc2 := len(svc.sent())
+		if _, _, err := c.IdentifyBatch(ctx, "rx_v1", ts); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(svc.sent()) - svc2; n != 1 {
+			t.Errorf("with the budget spent: %d calls, want 1", n)
+		}
+	})
+
+	t.Run("a round adds nothing to the budget", func(t *testing.T) {
+		svc := &itemScripted{refuse: unavailable(map[string]int{"1": 100})}
+		c := startItemScripted(t, svc, newFakeClock().option(), jitterZero, policy(func(p *client.RetryPolicy) {
+			p.MaxRetries, p.BudgetTokens, p.BudgetRatio = 5, 1, 1
+		}))
+		if _, _, err := c.IdentifyBatch(ctx, "rx_v1", ts); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(svc.sent()); n != 2 {
+			t.Errorf("%d calls, want 1 + 1 round (one token: one call's share)", n)
+		}
+	})
+
+	t.Run("the context ends the rounds", func(t *testing.T) {
+		svc := &itemScripted{refuse: unavailable(map[string]int{"3": 100})}
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		// The wait before the first round ends with the context.
+		sleep := func(ctx context.Context, _ time.Duration) error { cancel(); <-ctx.Done(); return ctx.Err() }
+		c := startItemScripted(t, svc, client.WithRetryClock(time.Now, sleep))
+		got, errs, err := c.IdentifyBatch(cctx, "rx_v1", ts)
+		if err != nil {
+			t.Fatalf("call error %v: the first call was answered", err)
+		}
+		check(t, got, errs, map[int]codes.Code{3: codes.Unavailable})
+		if n := len(svc.sent()); n != 1 {
+			t.Errorf("%d calls, want 1", n)
+		}
 	})
 
 	t.Run("no retries", func(t *testing.T) {

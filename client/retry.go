@@ -29,8 +29,13 @@ import (
 //
 // Items refused with UNAVAILABLE (the service could not reach its key
 // store, or the key-share plugin of a split domain, for them) are sent
-// again in a call of their own, after the same backoff, at most MaxRetries
-// times, drawing on the same budget; the other items keep their answers.
+// again in a call of their own, a round, after the same backoff: at most
+// MaxRetries rounds, each taking a token from the budget like a retry
+// (a round's call is itself retried when it fails as a whole, as any
+// call). The other items keep their answers. When the rounds end (the
+// limit, the budget, the context, or a round's call failing), the items
+// still refused keep their UNAVAILABLE refusal, and the call returns
+// without error: its first attempt was answered.
 //
 // Before retry n (0 for the first) the client waits a uniformly random
 // time in [0, min(MaxDelay, BaseDelay·2ⁿ)] ("full jitter", so that clients
@@ -176,6 +181,12 @@ func (b *retryBudget) spend() bool {
 // idempotent in effect: a retried pseudonymize draws a new s.
 func (c *Client) call(ctx context.Context, f func(context.Context) error) error {
 	c.budget.earn()
+	return c.attempts(ctx, f)
+}
+
+// attempts is call without adding to the budget: for the rounds of a call
+// (Client.send), which is one call.
+func (c *Client) attempts(ctx context.Context, f func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		err := f(ctx)
 		if err == nil {

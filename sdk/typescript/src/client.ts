@@ -38,8 +38,13 @@ import { Transit } from './pseudonym.js';
  *
  * Items refused with UNAVAILABLE (the service could not reach its key
  * store, or the key-share plugin of a split domain, for them) are sent
- * again in a call of their own, after the same backoff, at most maxRetries
- * times, drawing on the same budget; the other items keep their answers.
+ * again in a call of their own, a round, after the same backoff: at most
+ * maxRetries rounds, each taking a token from the budget like a retry (a
+ * round's call is itself retried when it fails as a whole, as any call).
+ * The other items keep their answers. When the rounds end (the limit, the
+ * budget, the timeout or an abort, or a round's call failing), the items
+ * still refused keep their UNAVAILABLE refusal, and the call resolves: its
+ * first attempt was answered.
  *
  * Before retry n (from 0) the client waits a uniformly random time in [0,
  * min(maxDelayMs, baseDelayMs·2ⁿ)] ("full jitter"), and after
@@ -566,10 +571,12 @@ export class Client {
   // sendItems makes one call of items and returns the service's answers.
   // The call is retried as a whole when it fails (call); then the items the
   // service refused with UNAVAILABLE (its key store, or the key-share plugin
-  // of a split domain, out of reach for a moment) are sent again, alone,
-  // under the same RetryPolicy: its backoff, at most maxRetries more calls,
-  // and the budget (retryWait). When those calls end (the limit, the budget,
-  // the deadline or an abort, or one failing as a whole), an item still
+  // of a split domain, out of reach for a moment) are sent again, alone, in
+  // rounds under the same RetryPolicy: its backoff, at most maxRetries
+  // rounds, a budget token each (retryWait; a round's call is retried as a
+  // whole as any call, but adds nothing to the budget). When the rounds end
+  // (the limit, the budget, the deadline or an abort, or one failing as a
+  // whole), an item still
   // refused keeps its last UNAVAILABLE refusal, every other item keeps its
   // answer, and nothing is thrown: only the first call's failure is. The
   // same blinded points are sent again: the service learns nothing from a
@@ -581,7 +588,7 @@ export class Client {
       const body = op.body(items);
       let got: Answer[];
       try {
-        got = op.answers(await this.#call(sc, () => this.#send('POST', op.path, body, sc.signal)));
+        got = op.answers(await this.#call(sc, () => this.#send('POST', op.path, body, sc.signal), attempt === 0));
       } catch (e) {
         if (attempt === 0) throw e;
         return [...final, ...refused.values()];
@@ -708,10 +715,11 @@ export class Client {
     throw new CallError(s, resp.status);
   }
 
-  // call runs f, retrying as the RetryPolicy says.
-  async #call<T>(sc: Scope, f: () => Promise<T>): Promise<T> {
+  // call runs f, retrying as the RetryPolicy says. A round of sendItems
+  // (earn false) is no call of its own: it adds nothing to the budget.
+  async #call<T>(sc: Scope, f: () => Promise<T>, earn = true): Promise<T> {
     const p = this.#retry;
-    if (p.budgetTokens > 0) this.#tokens = Math.min(this.#tokens + Math.max(p.budgetRatio, 0), p.budgetTokens);
+    if (earn && p.budgetTokens > 0) this.#tokens = Math.min(this.#tokens + Math.max(p.budgetRatio, 0), p.budgetTokens);
     for (let attempt = 0; ; attempt++) {
       try {
         return await f();

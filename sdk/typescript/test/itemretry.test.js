@@ -172,12 +172,19 @@ test('item retry: each round takes a token of the budget', async () => {
   assert.deepEqual(svc.sent(), [['0', '1', '2', '3', '4'], ['1'], ['1']], 'two tokens: two rounds of the three maxRetries allows');
 });
 
+test('item retry: a round adds nothing to the budget (one call, one share)', async () => {
+  const svc = itemScripted({ refuse: unavailable({ 1: 100 }) });
+  const r = await client(svc, { retry: { budgetTokens: 1, budgetRatio: 1 } }).identifyBatch('rx_v1', ts);
+  check(r, { 1: Code.UNAVAILABLE });
+  assert.deepEqual(svc.sent(), [['0', '1', '2', '3', '4'], ['1']], 'one token: one round');
+});
+
 test('item retry: no wait past the timeout, and an abort during the wait, end the rounds with the answers', async () => {
   const svc = itemScripted({ refuse: unavailable({ 1: 100 }) });
   const c = client(svc, { retry: { baseDelayMs: 10000, maxDelayMs: 10000 }, jitter: (n) => n - 1 });
   const t0 = Date.now();
   check(await c.identifyBatch('rx_v1', ts, { timeoutMs: 2000 }), { 1: Code.UNAVAILABLE });
-  assert.ok(Date.now() - t0 < 1000, 'a wait that would pass the deadline is not made');
+  assert.ok(Date.now() - t0 < 1900, 'a wait that would pass the deadline (2 s) is not made');
   assert.equal(svc.calls.length, 1);
 
   const ac = new AbortController();
