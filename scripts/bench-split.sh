@@ -121,6 +121,7 @@ if command -v timeout >/dev/null 2>&1; then BOUND=(timeout -k 10); fi
 echo "mode: $PINNING; ceiling for $CORES service-side core(s)"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bench-split.XXXXXX")"
+TMP="$(cd "$TMP" && pwd)" # absolute: the profilers refuse a relative path
 DIR="$TMP/vault-dev"
 VDEV_PID="" SERVER_PID="" VDEV_GROUP=0
 stop_pid() { # pid, signal, seconds: signal, wait, then SIGKILL
@@ -277,9 +278,14 @@ if [ "$PROFILE" = 1 ]; then
 	VAULT_TOKEN="$ROOT_TOKEN" "$SB" vault-profile -addr "$VAULT_ADDR" -seconds $(($(secs "$DURATION") + 2)) -o "$OUT/split-vault.pprof" &
 	vprof=$!
 	if [ "$plugin_prof" = 1 ]; then kill -USR1 "${PLUGIN_PIDS%%,*}"; fi
-	kill -USR1 "$SERVER_PID"
+	# The service installs the handler when it has the variable: without
+	# it, SIGUSR1 would end it.
+	server_prof=0
+	if tr '\0' '\n' <"/proc/$SERVER_PID/environ" 2>/dev/null | grep -q '^PSEUDONYMIZER_CPUPROFILE='; then server_prof=1; fi
+	[ "$server_prof" = 1 ] || echo "notice: the service did not get PSEUDONYMIZER_CPUPROFILE: no service profile"
+	if [ "$server_prof" = 1 ]; then kill -USR1 "$SERVER_PID"; fi
 	run split therlink_v1 profile 100x2 "$DURATION"
-	kill -USR2 "$SERVER_PID"
+	if [ "$server_prof" = 1 ]; then kill -USR2 "$SERVER_PID"; fi
 	for _ in $(seq 1 50); do [ -s "$TMP/server.pprof" ] && break; sleep 0.1; done
 	sleep 0.5
 	if [ -s "$TMP/server.pprof" ]; then

@@ -29,13 +29,13 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 )
 
-// run is the command without the process: it serves until ctx is done (a
-// signal), then shuts down gracefully.
 // profileEnv names the file of the service's CPU profile, taken between
 // SIGUSR1 and SIGUSR2 (package cpuprofile), for benchmarks. It is not a
 // flag: profiling is no part of the service's configuration.
 const profileEnv = "PSEUDONYMIZER_CPUPROFILE"
 
+// run is the command without the process: it serves until ctx is done (a
+// signal), then shuts down gracefully.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	c, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -58,6 +58,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	// Off unless PSEUDONYMIZER_CPUPROFILE is set (scripts/bench-split.sh).
+	if p := getenv(profileEnv); p != "" {
+		log.Info("pseudonymizer: CPU profile between SIGUSR1 and SIGUSR2", "file", p)
+	}
 	defer cpuprofile.OnSignal(profileEnv, getenv, log.Warn)()
 	stopTracing, tracer, err := startTracing(ctx, log)
 	if err != nil {

@@ -64,3 +64,43 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("timed out")
 }
+
+// TestCreateRefuses: a profile never goes through a symbolic link, into a
+// file with other names, or into anything but a regular file; an existing
+// file is emptied and made 0600.
+func TestCreateRefuses(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "shares.json")
+	if err := os.WriteFile(secret, []byte("k1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.pprof")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	hard := filepath.Join(dir, "hard.pprof")
+	if err := os.Link(secret, hard); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{link, hard, dir} {
+		if f, err := create(p); err == nil {
+			f.Close()
+			t.Errorf("%s: created", p)
+		}
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "k1" {
+		t.Fatalf("the linked file: %q, %v", b, err)
+	}
+	old := filepath.Join(dir, "old.pprof")
+	if err := os.WriteFile(old, []byte("old profile"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := create(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err := os.Stat(old); err != nil || st.Size() != 0 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("an existing file: %v, %v; want empty, 0600", st, err)
+	}
+}

@@ -3,6 +3,7 @@
 package cpuprofile
 
 import (
+	"errors"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,7 +50,7 @@ func OnSignal(env string, getenv func(string) string, warn func(msg string, args
 		for sig := range sigs {
 			switch {
 			case sig == syscall.SIGUSR1 && f == nil:
-				out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+				out, err := create(path)
 				if err != nil {
 					warn("CPU profile not started", "error", err)
 					continue
@@ -74,4 +75,35 @@ func OnSignal(env string, getenv func(string) string, warn func(msg string, args
 		close(sigs)
 		<-done
 	}
+}
+
+// create opens path for a new profile: not through a symbolic link, only
+// a regular file with no other name (a hard link to another file, say the
+// service's shares, is not truncated), emptied and made 0600.
+func create(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case !fi.Mode().IsRegular():
+			err = errors.New("not a regular file")
+		case ok && st.Nlink > 1:
+			err = errors.New("the file has other names (hard links)")
+		}
+	}
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
 }
