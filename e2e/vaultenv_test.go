@@ -135,7 +135,7 @@ func (ve *vaultEnv) newOwner(t testing.TB, ownerName, domain string, opts ...own
 // delivery (Kubernetes secret, Vault agent) would.
 func (ve *vaultEnv) serviceAppRole(t testing.TB, ttl, maxTTL time.Duration) (roleID, secretIDFile string) {
 	t.Helper()
-	roleID, secretID := ve.v.AppRole(t, serviceRole, ttl, maxTTL, servicePolicy)
+	roleID, secretID := ve.v.AppRoleOnly(t, serviceRole, ttl, maxTTL, servicePolicy)
 	secretIDFile = filepath.Join(t.TempDir(), "secret-id")
 	writeFile(t, secretIDFile, secretID+"\n")
 	return roleID, secretIDFile

@@ -49,7 +49,7 @@ func Start(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	s.WritePolicy(t, "pseudonymizer-owner", owner)
-	e.ServiceToken = s.Token(t, "pseudonymizer-service")
+	e.ServiceToken = s.TokenOnly(t, "pseudonymizer-service")
 	e.AdminToken = s.Token(t, "pseudonymizer-admin")
 	e.MigrateToken = s.Token(t, "pseudonymizer-admin", "pseudonymizer-migrate")
 	e.OwnerToken = s.Token(t, "pseudonymizer-owner")

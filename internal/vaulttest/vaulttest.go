@@ -484,9 +484,22 @@ func (s *Server) WritePolicy(t testing.TB, name, hcl string) {
 // policy's ability to create children), valid for an hour.
 func (s *Server) Token(t testing.TB, policies ...string) string {
 	t.Helper()
+	return s.token(t, false, policies)
+}
+
+// TokenOnly is Token without Vault's default policy: the policies given
+// are all the token has (as the service's AppRole is deployed).
+func (s *Server) TokenOnly(t testing.TB, policies ...string) string {
+	t.Helper()
+	return s.token(t, true, policies)
+}
+
+func (s *Server) token(t testing.TB, noDefault bool, policies []string) string {
+	t.Helper()
 	sec, err := s.Client(t).Auth().Token().Create(&api.TokenCreateRequest{
-		Policies: policies,
-		TTL:      "1h",
+		Policies:        policies,
+		NoDefaultPolicy: noDefault,
+		TTL:             "1h",
 	})
 	if err != nil {
 		t.Fatalf("vaulttest: creating a token: %v", err)
@@ -511,16 +524,26 @@ func (s *Server) EnableAppRole(t testing.TB) {
 }
 
 // AppRole enables AppRole if needed, creates the role with the given
-// policies, without Vault's default policy, and token TTLs (zero: Vault's
-// defaults), and returns its role_id
-// and a new secret_id.
+// policies (and Vault's default policy) and token TTLs (zero: Vault's
+// defaults), and returns its role_id and a new secret_id.
 func (s *Server) AppRole(t testing.TB, role string, ttl, maxTTL time.Duration, policies ...string) (roleID, secretID string) {
+	t.Helper()
+	return s.appRole(t, role, ttl, maxTTL, false, policies)
+}
+
+// AppRoleOnly is AppRole without Vault's default policy, as the project's
+// documentation deploys the service's role: the tests that use it show
+// that the policies given suffice.
+func (s *Server) AppRoleOnly(t testing.TB, role string, ttl, maxTTL time.Duration, policies ...string) (roleID, secretID string) {
+	t.Helper()
+	return s.appRole(t, role, ttl, maxTTL, true, policies)
+}
+
+func (s *Server) appRole(t testing.TB, role string, ttl, maxTTL time.Duration, noDefault bool, policies []string) (roleID, secretID string) {
 	t.Helper()
 	s.EnableAppRole(t)
 	c := s.Client(t)
-	// Without Vault's default policy, as the project's documentation
-	// deploys the service: the tests show that the policies given suffice.
-	params := map[string]any{"token_policies": policies, "token_no_default_policy": true}
+	params := map[string]any{"token_policies": policies, "token_no_default_policy": noDefault}
 	if ttl > 0 {
 		params["token_ttl"] = int(ttl / time.Second)
 	}

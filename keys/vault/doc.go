@@ -43,7 +43,8 @@
 //	    vault policy write pseudonymizer-owner-recip-e-prescriptions_v1 -
 //	vault auth enable approle
 //	vault write auth/approle/role/pseudonymizer \
-//	    token_policies=pseudonymizer-service token_ttl=1h token_max_ttl=24h
+//	    token_policies=pseudonymizer-service token_no_default_policy=true \
+//	    token_ttl=1h token_max_ttl=24h
 //	vault read auth/approle/role/pseudonymizer/role-id
 //	vault write -f auth/approle/role/pseudonymizer/secret-id
 //

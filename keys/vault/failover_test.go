@@ -201,7 +201,7 @@ func TestFailoverCluster(t *testing.T) {
 	active := cl.Active(t, 60*time.Second)
 	active.EnableKV(t, mount)
 	active.WritePolicy(t, "pseudonymizer-service", policies.Service)
-	roleID, secretID := active.AppRole(t, "pseudonymizer", time.Hour, 2*time.Hour, "pseudonymizer-service")
+	roleID, secretID := active.AppRoleOnly(t, "pseudonymizer", time.Hour, 2*time.Hour, "pseudonymizer-service")
 	secretFile := filepath.Join(t.TempDir(), "secret-id")
 	if err := os.WriteFile(secretFile, []byte(secretID), 0o600); err != nil {
 		t.Fatal(err)

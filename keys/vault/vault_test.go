@@ -515,7 +515,7 @@ func TestAppRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.WritePolicy(t, "pseudonymizer-service", policies.Service)
-	roleID, secretID := srv.AppRole(t, "pseudonymizer", 4*time.Second, 8*time.Second, "pseudonymizer-service")
+	roleID, secretID := srv.AppRoleOnly(t, "pseudonymizer", 4*time.Second, 8*time.Second, "pseudonymizer-service")
 	secretFile := filepath.Join(t.TempDir(), "secret-id")
 	if err := os.WriteFile(secretFile, []byte(secretID+"\n"), 0o600); err != nil {
 		t.Fatal(err)
