@@ -133,7 +133,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.vaultCA, "vault-ca", "", "PEM `file` of the CAs that verify Vault's TLS certificate (default $VAULT_CACERT)")
 	fs.StringVar(&c.vaultMount, "vault-mount", "", "`path` of the KV v2 mount (default pseudonymizer)")
 	fs.StringVar(&c.vaultSharesMount, "vault-shares-mount", "", "`path` of the key-share plugin that holds k₂ of split domains (default pseudonymizer-shares)")
-	fs.DurationVar(&c.sharesWindow, "vault-shares-window", vault.DefaultSharesWindow, "longest `wait` of a point for others to share its round trip to the key-share plugin while one is in flight (5 windows when -vault-shares-inflight are)")
+	fs.DurationVar(&c.sharesWindow, "vault-shares-window", vault.DefaultSharesWindow, "longest `wait` of a point for others to share its round trip to the key-share plugin while one is in flight (50 windows when -vault-shares-inflight are)")
 	fs.IntVar(&c.sharesInFlight, "vault-shares-inflight", vault.DefaultSharesInFlight, "most round trips to the key-share plugin in flight at once before points wait for one to end (fewer, fuller round trips cost less CPU)")
 	fs.StringVar(&c.shareFile, "share-file", "", "JSON `file` (mode 0600) of the service's shares k₁ of split domains, written by pseudoctl -share-file (default: k₁ in Vault KV)")
 

@@ -29,8 +29,9 @@ const (
 	DefaultSharesWindow   = time.Millisecond
 	DefaultSharesInFlight = 2
 	// StallWindows is how many windows an item waits at most for a round
-	// trip to end when InFlight are in flight.
-	StallWindows          = 5
+	// trip to end when InFlight are in flight: long enough for the round
+	// trips of a loaded Vault (several ms), short against a stalled one.
+	StallWindows          = 50
 	DefaultSharesMaxBatch = 1000
 	DefaultSharesTimeout  = 5 * time.Second
 )
@@ -90,7 +91,9 @@ type Shares struct {
 	since    time.Time // when the oldest item of the queue came
 	inflight int
 	peak     int // the most round trips ever in flight at once (tests)
+	timer    *time.Timer
 	armed    bool
+	due      time.Time // when the armed timer fires
 
 	roundTrips, items, failures atomic.Uint64
 }
@@ -206,9 +209,9 @@ func (s *Shares) Multiply(ctx context.Context, op keys.ShareOp, from, to keys.Sh
 }
 
 // enqueue queues p and sends what is queued when the client is idle or
-// MaxBatch points wait; otherwise it arms the window's timer (one at a
-// time). With InFlight round trips in flight, the end of one sends the
-// queue, or fire after StallWindows windows.
+// MaxBatch points wait; otherwise the timer fires a window from now at
+// the latest. With InFlight round trips in flight, the end of one sends
+// the queue, or fire after StallWindows windows.
 func (s *Shares) enqueue(p *part) {
 	s.mu.Lock()
 	if len(s.queue) == 0 {
@@ -221,11 +224,22 @@ func (s *Shares) enqueue(p *part) {
 		s.mu.Unlock()
 		return
 	}
-	if !s.armed {
-		s.armed = true
-		time.AfterFunc(s.window, s.fire)
-	}
+	s.armLocked(time.Now().Add(s.window))
 	s.mu.Unlock()
+}
+
+// armLocked makes the timer fire at due, unless it is armed to fire
+// earlier. s.mu is held.
+func (s *Shares) armLocked(due time.Time) {
+	if s.armed && !due.Before(s.due) {
+		return
+	}
+	s.armed, s.due = true, due
+	if s.timer == nil {
+		s.timer = time.AfterFunc(time.Until(due), s.fire)
+		return
+	}
+	s.timer.Reset(time.Until(due))
 }
 
 // fire ends a window: everything queued is sent, unless InFlight round
@@ -240,9 +254,8 @@ func (s *Shares) fire() {
 		return
 	}
 	if s.inflight >= s.inFlight {
-		if wait := StallWindows*s.window - time.Since(s.since); wait > 0 {
-			s.armed = true
-			time.AfterFunc(wait, s.fire)
+		if stall := s.since.Add(StallWindows * s.window); time.Now().Before(stall) {
+			s.armLocked(stall)
 			return
 		}
 	}
@@ -266,6 +279,10 @@ func (s *Shares) flushLocked() {
 		go s.send(batch)
 	}
 	s.queue = nil
+	if s.armed { // nothing waits: a window that started stays no longer
+		s.timer.Stop()
+		s.armed = false
+	}
 }
 
 // send makes the round trip of one batch and completes its parts; then,

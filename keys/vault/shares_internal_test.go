@@ -110,7 +110,7 @@ func TestSharesStall(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
-	svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: 1, Window: 20 * time.Millisecond, Timeout: time.Minute}})
+	svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: 1, Window: 50 * time.Millisecond, Timeout: time.Minute}})
 	d, err := svc.Domain(ctx, "stall_v1")
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +163,33 @@ func TestSharesStall(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("after the plugin ran again: %v", err)
 		}
+	}
+
+	// Again, but the round trip ends before the stall: its end sends the
+	// queued point, and no timer stays armed with nothing queued (a stale
+	// one, the stall's, would hold the next point past its window).
+	signal(syscall.SIGSTOP)
+	stopped = true
+	go func() { errs <- multiply() }()
+	waitfor.Cond(t, 10*time.Second, "a round trip in flight", func() bool { n, _, _ := state(); return n == 1 })
+	go func() { errs <- multiply() }()
+	waitfor.Cond(t, 10*time.Second, "the timer armed for the stall", func() bool {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return sh.armed && len(sh.queue) == 1 && !sh.due.Before(sh.since.Add(StallWindows*sh.window))
+	})
+	signal(syscall.SIGCONT)
+	stopped = false
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("after the plugin ran again: %v", err)
+		}
+	}
+	sh.mu.Lock()
+	armed, queued := sh.armed, len(sh.queue)
+	sh.mu.Unlock()
+	if armed || queued != 0 {
+		t.Fatalf("timer armed %t with %d parts queued", armed, queued)
 	}
 }
 
