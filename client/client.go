@@ -328,8 +328,9 @@ func batch[In, Out any](ctx context.Context, c *Client, op batchOp[In, Out], in 
 // rounds, a budget token each (a round's call is retried as a whole as
 // any call). When the rounds end (or one fails as a whole, or ctx ends),
 // an item still refused keeps its last UNAVAILABLE refusal, and every
-// other item keeps its answer. The same blinded points are sent again: the service learns
-// nothing from a retry that it did not from the first call.
+// other item keeps its answer. The same blinded points are sent again:
+// the service learns nothing from a retry that it did not from the first
+// call.
 func (c *Client) send(ctx context.Context, request func([]item) func(context.Context) ([]answer, error), items []item) ([]answer, error) {
 	var final []answer
 	var refused map[string]answer // of the items sent again, by id

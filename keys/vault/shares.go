@@ -395,7 +395,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		var one [1]byte
 		n, err := b.ReadCloser.Read(one[:])
-		if n > 0 || err == nil {
+		if n > 0 {
 			return 0, errTooLarge
 		}
 		return 0, err
@@ -441,8 +441,8 @@ func maxAnswer(points int) int64 { return int64(points)*(pointSize*4/3+64) + 64<
 // itself (typed, the points as one base64 string per group) rather than
 // through the Vault client's maps (Logical().Write and ParseSecret), which
 // cost the service more CPU than the rest of the hop; the request still
-// goes through the Vault client: its address, transport, headers
-// (namespace) and errors.
+// goes through a Vault client: the parent's address and transport, and
+// the Vault client's errors.
 func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
 	groups := make([]wireGroup, len(batch))
 	n := 0
