@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 )
 
 // TestOnSignal: with the variable set, SIGUSR1 starts a CPU profile
@@ -22,7 +24,7 @@ func TestOnSignal(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil })
+	waitfor.Cond(t, 10*time.Second, "the profile file", func() bool { _, err := os.Stat(path); return err == nil })
 	sum := [32]byte{}
 	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
 		sum = sha256.Sum256(sum[:])
@@ -31,7 +33,7 @@ func TestOnSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A profile is gzipped protobuf: the gzip magic once it is written.
-	waitFor(t, func() bool {
+	waitfor.Cond(t, 10*time.Second, "the profile written", func() bool {
 		b, err := os.ReadFile(path)
 		return err == nil && len(b) > 2 && b[0] == 0x1f && b[1] == 0x8b
 	})
@@ -54,16 +56,6 @@ func TestProfileOffByDefault(t *testing.T) {
 }
 
 const testEnv = "PSEUDONYMIZER_TEST_CPUPROFILE"
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("timed out")
-}
 
 // TestCreateRefuses: a profile never goes through a symbolic link, into a
 // file with other names, or into anything but a regular file; an existing
