@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	kind := sub.String("kind", "niss", "")
 	from := sub.String("from", "", "")
 	to := sub.String("to", "", "")
-	if err := sub.Parse(rest); err != nil {
+	if err := sub.Parse(endFlagsAtValues(sub, rest)); err != nil {
 		return parseError(err, stdout)
 	}
 	switch cmd {
@@ -573,4 +573,31 @@ func (p *progress) done() {
 	if p.on {
 		fmt.Fprintln(p.w)
 	}
+}
+
+// endFlagsAtValues returns args with "--" put before the first argument
+// that starts with "-" but cannot be a flag of fs: the base64url point of
+// a transit pseudonym starts with "-" one time in 64, and the pseudonym
+// has a ':' (and its JWE '.') that no flag name has. The value of a flag
+// ("-domain x") is never taken for one. A value that could be a flag name
+// (a raw identifier "-x") still needs "--" before it, as usual.
+func endFlagsAtValues(fs *flag.FlagSet, args []string) []string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return args
+		}
+		name, _, inline := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			if strings.ContainsAny(name, ":.") {
+				return append(append(append(make([]string, 0, len(args)+1), args[:i]...), "--"), args[i:]...)
+			}
+			return args // an unknown flag: Parse says so
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !inline && !(ok && b.IsBoolFlag()) {
+			i++ // the flag's value
+		}
+	}
+	return args
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,6 +113,26 @@ func TestPseudoEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "you may: pseudonymize") {
 		t.Fatalf("domain: %q, %v", out, err)
 	}
+	// A transit pseudonym whose point starts with "-" (base64url, one in
+	// 64) is a value, not a flag.
+	dash := ""
+	for range 5000 {
+		if tp := must(o.InTransit(ats[0])).String(); strings.HasPrefix(tp, "-") {
+			dash = tp
+			break
+		}
+	}
+	if dash == "" {
+		t.Fatal("no transit pseudonym starting with '-' in 5000")
+	}
+	out, _, err = pseudo(t, "", append(conn, "identify", "-domain", keys.DemoDomain, dash)...)
+	if err != nil || out != "85.07.30-033.28\n" {
+		t.Fatalf("identify %s…: %q, %v", dash[:8], out, err)
+	}
+	if got := endFlagsAtValues(flag.NewFlagSet("x", flag.ContinueOnError), []string{"-x:y"}); !slices.Equal(got, []string{"--", "-x:y"}) {
+		t.Fatalf("endFlagsAtValues: %q", got)
+	}
+
 	// A bound transit pseudonym cannot be identified by someone else.
 	bound := must(o.InTransit(ats[0], owner.Subject("dr-alice"))).String()
 	out, _, _ = pseudo(t, "", "-addr", addr, "-insecure", "-principal", "dr-bob", "identify", "-domain", keys.DemoDomain, bound)
