@@ -364,6 +364,7 @@ func (c *Cache) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
+		defer func() { _ = recover() }() // nothing here panics; no goroutine of ours may end the process
 		select {
 		case <-c.stop:
 			cancel()

@@ -487,8 +487,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
+		defer func() { _ = recover() }() // GracefulStop does not panic; no goroutine of ours may end the process
 		s.grpc.GracefulStop()
-		close(stopped)
 	}()
 	select {
 	case <-stopped:

@@ -89,8 +89,12 @@ func startInProcess(ctx context.Context, tlsCfg *tls.Config) (_ *inProcess, err 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", srv.MetricsHandler())
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(lis) }()
 	go func() {
+		defer func() { _ = recover() }() // a panic of the server under test ends its runs, not the tool
+		_ = srv.Serve(lis)
+	}()
+	go func() {
+		defer func() { _ = recover() }()
 		if err := hs.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("pseudobench: metrics server", "err", err)
 		}

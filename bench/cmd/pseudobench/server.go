@@ -166,6 +166,14 @@ func startWatch(ctx context.Context, s sampler, interval time.Duration, record b
 	}
 	go func() {
 		defer close(w.done)
+		defer func() {
+			if p := recover(); p != nil {
+				w.mu.Lock()
+				w.err = fmt.Errorf("sampler panicked: %T", p)
+				w.errs++
+				w.mu.Unlock()
+			}
+		}()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
