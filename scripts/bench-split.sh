@@ -87,35 +87,9 @@ step() { printf '\n== %s\n' "$*"; }
 secs() { echo "${1%s}"; }
 
 # Where the service side (service, Vault, plugin) and the generator run.
-SERVER_ON=(env)
-GEN_ON=(env)
-CORES="$(nproc)"
-PINNING="unpinned: service, Vault, plugin and generator on all CPUs"
-case "$PIN" in
-1)
-	why=""
-	if ! command -v taskset >/dev/null 2>&1 || ! command -v setsid >/dev/null 2>&1; then
-		why="taskset or setsid not found (util-linux)"
-	elif [ "$(nproc)" -lt 2 ]; then
-		why="$(nproc) CPU available, 2 needed"
-	elif ! taskset -c "$SERVER_CPU" true 2>/dev/null || ! taskset -c "$GEN_CPU" true 2>/dev/null; then
-		why="cannot run on CPUs $SERVER_CPU and $GEN_CPU"
-	elif [ "$SERVER_CPU" = "$GEN_CPU" ]; then
-		why="BENCH_SERVER_CPU and BENCH_GEN_CPU are the same"
-	fi
-	if [ -z "$why" ]; then
-		SERVER_ON=(taskset -c "$SERVER_CPU")
-		GEN_ON=(taskset -c "$GEN_CPU")
-		CORES="$(taskset -c "$SERVER_CPU" nproc)"
-		PINNING="pinned: service + Vault + plugin cpu $SERVER_CPU, generator cpu $GEN_CPU"
-	else
-		echo "notice: cannot pin ($why): running unpinned, the generator shares the service's CPUs"
-		PINNING="unpinned (pinning unavailable: $why)"
-	fi
-	;;
-0) ;;
-*) echo "BENCH_PIN must be 1 or 0"; exit 2 ;;
-esac
+# shellcheck source=scripts/pinning.sh
+. scripts/pinning.sh
+pin_cpus "service + Vault + plugin" setsid
 BOUND=(env)
 if command -v timeout >/dev/null 2>&1; then BOUND=(timeout -k 10); fi
 echo "mode: $PINNING; ceiling for $CORES service-side core(s)"

@@ -80,35 +80,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 # Where the server and the generator run. env and taskset both exec the
 # program, so that $! is the server's own process id.
-SERVER_ON=(env)
-GEN_ON=(env)
-CORES="$(nproc)"
-PINNING="unpinned"
-case "$PIN" in
-1)
-	why=""
-	if ! command -v taskset >/dev/null 2>&1; then
-		why="taskset not found (util-linux)"
-	elif [ "$(nproc)" -lt 2 ]; then
-		why="$(nproc) CPU available, 2 needed"
-	elif ! taskset -c "$SERVER_CPU" true 2>/dev/null || ! taskset -c "$GEN_CPU" true 2>/dev/null; then
-		why="cannot run on CPUs $SERVER_CPU and $GEN_CPU"
-	elif [ "$SERVER_CPU" = "$GEN_CPU" ]; then
-		why="BENCH_SERVER_CPU and BENCH_GEN_CPU are the same"
-	fi
-	if [ -z "$why" ]; then
-		SERVER_ON=(taskset -c "$SERVER_CPU")
-		GEN_ON=(taskset -c "$GEN_CPU")
-		CORES="$(taskset -c "$SERVER_CPU" nproc)"
-		PINNING="pinned: server cpu $SERVER_CPU, generator cpu $GEN_CPU"
-	else
-		echo "notice: cannot pin ($why): running unpinned, the generator shares the server's CPUs"
-		PINNING="unpinned (pinning unavailable: $why)"
-	fi
-	;;
-0) ;;
-*) echo "BENCH_PIN must be 1 or 0"; exit 2 ;;
-esac
+# shellcheck source=scripts/pinning.sh
+. scripts/pinning.sh
+pin_cpus "server"
 echo "mode: $PINNING; ceiling for $CORES server core(s)"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/pseudobench.XXXXXX")"
