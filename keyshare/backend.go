@@ -18,6 +18,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keyshare/wire"
 )
 
 // Name is the name the plugin is registered under in Vault's catalog, and
@@ -49,11 +50,11 @@ const (
 	OriginSplit   = "split"   // a single-mode domain's k was split
 )
 
-// Operations of a multiply group.
+// Operations of a multiply group (package wire).
 const (
-	OpPseudonymize = "pseudonymize"
-	OpIdentify     = "identify"
-	OpConvert      = "convert"
+	OpPseudonymize = wire.OpPseudonymize
+	OpIdentify     = wire.OpIdentify
+	OpConvert      = wire.OpConvert
 )
 
 // Errors of multiply groups and items, as the response names them.

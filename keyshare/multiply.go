@@ -15,36 +15,17 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/point"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keyshare/wire"
 )
 
-// Group is one group of a multiply request: points of one operation on
-// one generation of one domain (two for convert).
-type Group struct {
-	Op           string `json:"op"`
-	Domain       string `json:"domain"`
-	Generation   uint64 `json:"generation"`
-	ToDomain     string `json:"to_domain,omitempty"`
-	ToGeneration uint64 `json:"to_generation,omitempty"`
-	// Points is the standard base64 of the points' 32-byte encodings, one
-	// after the other.
-	Points string `json:"points"`
-}
+// Group is one group of a multiply request (package wire).
+type Group = wire.Group
 
 // ItemError is the error of one point of a group.
-type ItemError struct {
-	Index int    `json:"index"`
-	Error string `json:"error"`
-}
+type ItemError = wire.ItemError
 
 // Result is the answer to one group, in the order of the request.
-type Result struct {
-	// Points holds one 32-byte point per input point (zeros where the item
-	// failed), in standard base64; empty when the whole group failed.
-	Points string      `json:"points,omitempty"`
-	Errors []ItemError `json:"errors,omitempty"`
-	// Error, when set, is the error of every point of the group.
-	Error string `json:"error,omitempty"`
-}
+type Result = wire.Result
 
 func decodeBase64(s string) ([]byte, error) { return base64.StdEncoding.Strict().DecodeString(s) }
 func encodeBase64(b []byte) string          { return base64.StdEncoding.EncodeToString(b) }
@@ -101,9 +82,7 @@ func (b *backend) multiply(ctx context.Context, req *logical.Request, _ *framewo
 	if err != nil {
 		return nil, err
 	}
-	var in struct {
-		Groups []Group `json:"groups"`
-	}
+	var in wire.Request
 	raw, err := json.Marshal(req.Data)
 	if err == nil {
 		err = json.Unmarshal(raw, &in)

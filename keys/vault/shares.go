@@ -18,6 +18,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/keyshare/wire"
 )
 
 // DefaultSharesMount is the path of the key-share plugin (package
@@ -407,30 +408,9 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 }
 
 var opNames = map[keys.ShareOp]string{
-	keys.SharePseudonymize: "pseudonymize",
-	keys.ShareIdentify:     "identify",
-	keys.ShareConvert:      "convert",
-}
-
-// wireGroup is one group of the plugin's multiply request (the JSON of
-// keyshare.Group).
-type wireGroup struct {
-	Op           string `json:"op"`
-	Domain       string `json:"domain"`
-	Generation   uint64 `json:"generation"`
-	ToDomain     string `json:"to_domain,omitempty"`
-	ToGeneration uint64 `json:"to_generation,omitempty"`
-	Points       string `json:"points"`
-}
-
-// wireResult is the answer to one group (keyshare.Result).
-type wireResult struct {
-	Points string `json:"points"`
-	Errors []struct {
-		Index int    `json:"index"`
-		Error string `json:"error"`
-	} `json:"errors"`
-	Error string `json:"error"`
+	keys.SharePseudonymize: wire.OpPseudonymize,
+	keys.ShareIdentify:     wire.OpIdentify,
+	keys.ShareConvert:      wire.OpConvert,
 }
 
 // maxAnswer bounds an answer of Vault that the client reads: the points
@@ -444,10 +424,10 @@ func maxAnswer(points int) int64 { return int64(points)*(pointSize*4/3+64) + 64<
 // goes through a Vault client: the parent's address and transport, and
 // the Vault client's errors.
 func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
-	groups := make([]wireGroup, len(batch))
+	groups := make([]wire.Group, len(batch))
 	n := 0
 	for i, p := range batch {
-		groups[i] = wireGroup{
+		groups[i] = wire.Group{
 			Op: opNames[p.op], Domain: p.from.Domain, Generation: p.from.Generation,
 			Points: base64.StdEncoding.EncodeToString(p.in),
 		}
@@ -456,9 +436,7 @@ func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
 		}
 		n += p.n()
 	}
-	body, err := json.Marshal(struct {
-		Groups []wireGroup `json:"groups"`
-	}{groups})
+	body, err := json.Marshal(wire.Request{Groups: groups})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errAnswer, err)
 	}
@@ -476,7 +454,7 @@ func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
 	}
 	var answer struct {
 		Data *struct {
-			Results []wireResult `json:"results"`
+			Results []wire.Result `json:"results"`
 		} `json:"data"`
 	}
 	raw, err := io.ReadAll(resp.Body)
