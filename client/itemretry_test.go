@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/ehealth-pseudo/pseudonymizer/client"
@@ -91,17 +89,7 @@ func patients(t *testing.T, n int) ([]*pseudonym.Transit, []string) {
 
 func startItemScripted(t *testing.T, s pb.PseudonymizerServer, opts ...client.Option) *client.Client {
 	t.Helper()
-	lis := listen(t)
-	srv := grpc.NewServer()
-	pb.RegisterPseudonymizerServer(srv, s)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return client.New(cc, opts...)
+	return client.New(startScripted(t, s), opts...)
 }
 
 // TestRetryUnavailableItems: items a batch's answer refuses with

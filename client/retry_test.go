@@ -45,7 +45,7 @@ func (s *scripted) GetDomain(_ context.Context, req *pb.GetDomainRequest) (*pb.G
 
 // startScripted serves s on a TCP loopback listener and returns a
 // connection to it.
-func startScripted(t *testing.T, s *scripted, opts ...grpc.DialOption) *grpc.ClientConn {
+func startScripted(t *testing.T, s pb.PseudonymizerServer, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	lis := listen(t)
 	srv := grpc.NewServer()

@@ -490,7 +490,7 @@ func testSplitUnderLoad(t *testing.T, sv *splitVault, srv *server, doc *client.C
 	l.waitCalls(t, 50, "calls after the refresh")
 
 	bin := filepath.Join(sv.v.PluginDir(), keyshare.Name)
-	before := pluginPIDs(t, bin)
+	before := vaulttest.Processes(t, bin)
 	if len(before) == 0 {
 		t.Fatalf("no process runs %s", bin)
 	}
@@ -498,7 +498,7 @@ func testSplitUnderLoad(t *testing.T, sv *splitVault, srv *server, doc *client.C
 	l.waitCalls(t, 50, "calls after the reload of the plugin")
 	var pids []int
 	waitFor(t, 30*time.Second, "a new plugin process", func() (bool, string) {
-		pids = pluginPIDs(t, bin)
+		pids = vaulttest.Processes(t, bin)
 		return len(pids) > 0 && !slices.Contains(before, pids[0]), fmt.Sprintf("processes %v, before the reload %v", pids, before)
 	})
 
@@ -509,33 +509,12 @@ func testSplitUnderLoad(t *testing.T, sv *splitVault, srv *server, doc *client.C
 		}
 	}
 	waitFor(t, 30*time.Second, "the plugin to run again after its crash", func() (bool, string) {
-		now := pluginPIDs(t, bin)
+		now := vaulttest.Processes(t, bin)
 		return len(now) > 0 && !slices.Contains(pids, now[0]), fmt.Sprintf("processes %v, killed %v", now, pids)
 	})
 	l.waitCalls(t, 50, "calls after the crash of the plugin")
 	l.finish(t, "calls across a refresh, a reload and a crash of the plugin")
 	l = nil
-}
-
-// pluginPIDs returns the processes running the binary bin (the plugin
-// Vault started from its plugin directory: this test's own).
-func pluginPIDs(t testing.TB, bin string) []int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // testPluginDown makes the plugin unable to start (its binary no longer

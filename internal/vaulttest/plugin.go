@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -137,4 +138,26 @@ func (s *Server) EnableFileAudit(t testing.TB, path string) {
 	if err != nil {
 		t.Fatalf("vaulttest: enabling the file audit device: %v", err)
 	}
+}
+
+// Processes returns the processes that run the binary bin (for a plugin:
+// the copy in this server's plugin directory that Vault started), none
+// when there are none.
+func Processes(t testing.TB, bin string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -1,4 +1,4 @@
-package vault_test
+package vault
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/scalarmult"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
-	"github.com/ehealth-pseudo/pseudonymizer/keys/vault"
 )
 
 // processCPU is the CPU time of this process so far.
@@ -31,25 +30,12 @@ func processCPU(b *testing.B) time.Duration {
 // (scripts/bench-split.sh measures them).
 func BenchmarkSharesMultiply100(b *testing.B) {
 	e := sharetest.Start(b)
-	admin := vault.NewStore(e.ClientWithToken(b, e.AdminToken), "", vault.Owner)
 	ctx := context.Background()
-	if _, err := admin.CreateDomainWith(ctx, keys.DomainSpec{Name: "bench_v1", Audience: "urn:test:bench",
-		Policy: keys.Policy{Pseudonymize: []string{"client"}}}, keys.DomainOptions{Split: true}); err != nil {
-		b.Fatal(err)
-	}
-	svc := vault.NewStore(e.ClientWithToken(b, e.ServiceToken), "", vault.Service)
-	d, err := svc.Domain(ctx, "bench_v1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	shares, err := svc.Shares()
-	if err != nil {
-		b.Fatal(err)
-	}
+	splitDomain(b, e, "bench_v1")
+	shares, ref := serviceShares(b, e, "bench_v1", SharesOptions{})
 	const n = 100
 	g := ristretto255.NewGeneratorElement().Bytes()
 	pts, errs := make([][]byte, n), make([]error, n)
-	ref := keys.ShareRef{Domain: "bench_v1", Generation: d.ShareGeneration}
 	start := processCPU(b)
 	for b.Loop() {
 		for i := range pts {

@@ -7,9 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,9 +18,38 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
+
+// splitDomain creates the split domain name in e's Vault (as the
+// administrators do).
+func splitDomain(t testing.TB, e *sharetest.Env, name string) {
+	t.Helper()
+	admin := NewStore(e.ClientWithToken(t, e.AdminToken), "", Owner)
+	if _, err := admin.CreateDomainWith(context.Background(), keys.DomainSpec{Name: name, Audience: "urn:test:" + name,
+		Policy: keys.Policy{Pseudonymize: []string{"client"}}}, keys.DomainOptions{Split: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serviceShares returns the service's client of the plugin in e, with
+// opts, and the reference of the share of domain name.
+func serviceShares(t testing.TB, e *sharetest.Env, name string, opts SharesOptions) (*Shares, keys.ShareRef) {
+	t.Helper()
+	svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
+	svc.SetShares(ShareConfig{Options: opts})
+	d, err := svc.Domain(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := svc.Shares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sh, keys.ShareRef{Domain: name, Generation: d.ShareGeneration}
+}
 
 // TestSharesInFlight: concurrent calls share round trips to the real
 // plugin, and never more than InFlight round trips are in flight at once;
@@ -30,25 +57,11 @@ import (
 func TestSharesInFlight(t *testing.T) {
 	e := sharetest.Start(t)
 	ctx := context.Background()
-	admin := NewStore(e.ClientWithToken(t, e.AdminToken), "", Owner)
-	if _, err := admin.CreateDomainWith(ctx, keys.DomainSpec{Name: "batch_v1", Audience: "urn:test:batch",
-		Policy: keys.Policy{Pseudonymize: []string{"client"}}}, keys.DomainOptions{Split: true}); err != nil {
-		t.Fatal(err)
-	}
+	splitDomain(t, e, "batch_v1")
 	for _, inFlight := range []int{1, 2} {
-		svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
 		// A long window: the bound holds while round trips end within
 		// StallWindows windows (TestSharesStall covers the others).
-		svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: inFlight, Window: time.Second}})
-		d, err := svc.Domain(ctx, "batch_v1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh, err := svc.Shares()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref := keys.ShareRef{Domain: "batch_v1", Generation: d.ShareGeneration}
+		sh, ref := serviceShares(t, e, "batch_v1", SharesOptions{InFlight: inFlight, Window: time.Second})
 		const calls, distinct = 48, 6
 		in := make([][]byte, distinct)
 		for i := range in {
@@ -104,22 +117,8 @@ func TestSharesInFlight(t *testing.T) {
 func TestSharesStall(t *testing.T) {
 	e := sharetest.Start(t)
 	ctx := context.Background()
-	admin := NewStore(e.ClientWithToken(t, e.AdminToken), "", Owner)
-	if _, err := admin.CreateDomainWith(ctx, keys.DomainSpec{Name: "stall_v1", Audience: "urn:test:stall",
-		Policy: keys.Policy{Pseudonymize: []string{"client"}}}, keys.DomainOptions{Split: true}); err != nil {
-		t.Fatal(err)
-	}
-	svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
-	svc.SetShares(ShareConfig{Options: SharesOptions{InFlight: 1, Window: 50 * time.Millisecond, Timeout: time.Minute}})
-	d, err := svc.Domain(ctx, "stall_v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh, err := svc.Shares()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := keys.ShareRef{Domain: "stall_v1", Generation: d.ShareGeneration}
+	splitDomain(t, e, "stall_v1")
+	sh, ref := serviceShares(t, e, "stall_v1", SharesOptions{InFlight: 1, Window: 50 * time.Millisecond, Timeout: time.Minute})
 	g := ristretto255.NewGeneratorElement().Bytes()
 	multiply := func() error {
 		pts, errs := [][]byte{bytes.Clone(g)}, []error{nil}
@@ -129,7 +128,10 @@ func TestSharesStall(t *testing.T) {
 	if err := multiply(); err != nil { // the plugin process runs
 		t.Fatal(err)
 	}
-	pids := processesOf(t, filepath.Join(e.PluginDir(), filepath.Base(e.Plugin)))
+	pids := vaulttest.Processes(t, filepath.Join(e.PluginDir(), filepath.Base(e.Plugin)))
+	if len(pids) == 0 {
+		t.Fatal("no plugin process")
+	}
 	signal := func(sig syscall.Signal) {
 		for _, pid := range pids {
 			if err := syscall.Kill(pid, sig); err != nil {
@@ -191,29 +193,6 @@ func TestSharesStall(t *testing.T) {
 	if armed || queued != 0 {
 		t.Fatalf("timer armed %t with %d parts queued", armed, queued)
 	}
-}
-
-// processesOf returns the processes that run the binary bin.
-func processesOf(t *testing.T, bin string) []int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
-			pids = append(pids, pid)
-		}
-	}
-	if len(pids) == 0 {
-		t.Fatalf("no process runs %s", bin)
-	}
-	return pids
 }
 
 // TestSharesBoundedAnswers: the client reads at most maxAnswer bytes of
