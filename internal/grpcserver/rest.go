@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/rs/cors"
@@ -299,6 +300,14 @@ func (g *gateway) authenticate(next runtime.HandlerFunc) runtime.HandlerFunc {
 		method := ""
 		if pat, ok := runtime.HTTPPattern(ctx); ok {
 			method = restRoutes[pat.String()]
+		}
+		// A path parameter becomes a proto string, which must be UTF-8: the
+		// in-process call would fail to marshal it (INTERNAL) otherwise.
+		for _, v := range params {
+			if !utf8.ValidString(v) {
+				g.fail(w, http.StatusBadRequest, rpcstatus.New(codes.InvalidArgument, pb.ErrorReason_ERROR_REASON_MALFORMED_REQUEST, "malformed path", nil))
+				return
+			}
 		}
 		actx, err := g.auth.Authenticate(restCallContext(r))
 		if err != nil {
