@@ -151,6 +151,13 @@ func TestSharesStall(t *testing.T) {
 		defer sh.mu.Unlock()
 		return sh.inflight, sh.peak, sh.queued
 	}
+	// A round trip's end releases its slot after its callers have their
+	// answers: each phase starts once the last phase's slots are free, or
+	// a stale slot would pass for this phase's round trip.
+	idle := func() {
+		waitfor.Cond(t, 10*time.Second, "no round trip in flight", func() bool { n, _, _ := state(); return n == 0 })
+	}
+	idle()
 	errs := make(chan error, 2)
 	go func() { errs <- multiply() }()
 	waitfor.Cond(t, 10*time.Second, "a round trip in flight", func() bool { n, _, _ := state(); return n == 1 })
@@ -170,6 +177,7 @@ func TestSharesStall(t *testing.T) {
 	// Again, but the round trip ends before the stall: its end sends the
 	// queued point, and no timer stays armed with nothing queued (a stale
 	// one, the stall's, would hold the next point past its window).
+	idle()
 	signal(syscall.SIGSTOP)
 	stopped = true
 	go func() { errs <- multiply() }()
