@@ -416,6 +416,9 @@ func testSplitPolicies(t *testing.T, sv *splitVault) {
 	if sec, err := svc.Logical().WriteWithContext(ctx, multiply, map[string]any{"groups": groups}); err != nil || sec == nil {
 		t.Fatalf("the service multiplying: %v", err)
 	}
+	if sec, err := svc.Logical().JSONMergePatch(ctx, multiply, map[string]any{"groups": groups}); err != nil || sec == nil {
+		t.Fatalf("the service multiplying with PATCH: %v", err)
+	}
 	forbidden := func(who, what string, err error) {
 		t.Helper()
 		var re *api.ResponseError
@@ -427,6 +430,8 @@ func testSplitPolicies(t *testing.T, sv *splitVault) {
 		c := sv.v.ClientWithToken(t, tok)
 		_, err := c.Logical().WriteWithContext(ctx, multiply, map[string]any{"groups": groups})
 		forbidden(who, "multiplying", err)
+		_, err = c.Logical().JSONMergePatch(ctx, multiply, map[string]any{"groups": groups})
+		forbidden(who, "multiplying with PATCH", err)
 		if who == "owner" {
 			_, err = c.Logical().ReadWithContext(ctx, meta)
 			forbidden(who, "reading the plugin's metadata", err)

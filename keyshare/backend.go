@@ -139,8 +139,16 @@ func newBackend() *backend {
 				Fields: map[string]*framework.FieldSchema{
 					"groups": {Type: framework.TypeSlice, Description: "groups of points, each of one operation on one domain generation"},
 				},
-				Operations: map[logical.Operation]framework.OperationHandler{
-					logical.UpdateOperation: &framework.PathOperation{Callback: b.multiply},
+				// PATCH is the service's method: Vault asks the plugin
+				// whether the resource exists before a PUT or POST, not
+				// before a PATCH (docs/PROTOCOL.md, decision 25); PUT and
+				// POST stay for `vault write`. Callbacks, not Operations:
+				// for an operation of Operations the framework asks Vault
+				// for its replication state, another round trip, on every
+				// request; multiply neither writes nor needs forwarding.
+				Callbacks: map[logical.Operation]framework.OperationFunc{
+					logical.UpdateOperation: b.multiply,
+					logical.PatchOperation:  b.multiply,
 				},
 				HelpSynopsis: "Multiply blinded points by k₂, k₂⁻¹ or k₂,B·k₂,A⁻¹.",
 			},

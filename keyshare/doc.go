@@ -19,7 +19,8 @@
 //
 // Under the mount (e.g. "pseudonymizer-shares/"):
 //
-//	multiply                 update  {"groups": [{"op": "pseudonymize"|"identify"|"convert",
+//	multiply                 patch, update
+//	                                 {"groups": [{"op": "pseudonymize"|"identify"|"convert",
 //	                                   "domain": d, "generation": g,
 //	                                   "to_domain": b, "to_generation": gb,   (convert)
 //	                                   "points": base64(n×32 bytes)}, …]}
@@ -34,6 +35,13 @@
 //	domains/<d>/split        update  {"k": base64} → {"k1": base64, "generation": 1}
 //	domains/<d>/refresh      update  {"generation": g, "force": bool} → {"r": base64, "generation": g+1}
 //	config                   read, update {"max_batch", "previous_grace"}
+//
+// The service multiplies with PATCH (Content-Type
+// application/merge-patch+json; the body is the request above, not a
+// patch): before a PUT or POST Vault first asks the plugin whether the
+// path's resource exists, a round trip of its own to the plugin process,
+// and before a PATCH it does not. PUT and POST do the same, for `vault
+// write`.
 //
 // A multiply request holds at most max_batch points in all (default 1000,
 // the service's default maximum batch) and every point is validated

@@ -386,6 +386,10 @@ func TestPolicies(t *testing.T) {
 	}
 	ops := []op{
 		{"multiply", write(keyshare.PathMultiply, map[string]any{"groups": []group{pg}})},
+		{"multiply-patch", func(c *api.Client) error {
+			_, err := c.Logical().JSONMergePatch(context.Background(), path(e, keyshare.PathMultiply), map[string]any{"groups": []group{pg}})
+			return err
+		}},
 		{"create", write("domains/p2_v1", nil)},
 		{"split", write("domains/p3_v1/split", map[string]any{"k": b64(randomScalar(t).Bytes())})},
 		{"refresh", write("domains/p_v1/refresh", map[string]any{"generation": 99})},
@@ -395,7 +399,7 @@ func TestPolicies(t *testing.T) {
 		{"list", func(c *api.Client) error { _, err := c.Logical().List(path(e, "domains/")); return err }},
 	}
 	allowed := map[string]map[string]bool{
-		"service": {"multiply": true, "read": true},
+		"service": {"multiply": true, "multiply-patch": true, "read": true},
 		"admin":   {"create": true, "split": true, "refresh": true, "config": true, "delete": true, "read": true, "list": true},
 		"owner":   {},
 	}
@@ -450,6 +454,12 @@ func TestNoEndpointReturnsK2(t *testing.T) {
 		keep(root.Logical().ReadRawWithContext(ctx, path(e, p)))
 		keep(root.Logical().ReadRawWithDataWithContext(ctx, path(e, p), map[string][]string{"list": {"true"}}))
 		keep(root.Logical().WriteRawWithContext(ctx, path(e, p), mustJSON(t, body)))
+		if sec, err := root.Logical().JSONMergePatch(ctx, path(e, p), body); err != nil {
+			bodies = append(bodies, err.Error())
+		} else if sec != nil {
+			raw, _ := json.Marshal(sec)
+			bodies = append(bodies, string(raw))
+		}
 		// help
 		if sec, err := root.Logical().ReadWithData(path(e, p), map[string][]string{"help": {"1"}}); err == nil && sec != nil {
 			raw, _ := json.Marshal(sec)

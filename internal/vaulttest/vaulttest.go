@@ -385,6 +385,16 @@ func (s *Server) stop() {
 	}
 }
 
+// Pid is the process ID of the running server, 0 when it is not running.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Stop stops the server (to simulate an outage). The address stays
 // reserved for Restart.
 func (s *Server) Stop(t testing.TB) {

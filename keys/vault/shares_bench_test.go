@@ -1,7 +1,12 @@
 package vault
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -10,6 +15,7 @@ import (
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/scalarmult"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 )
 
@@ -22,36 +28,88 @@ func processCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkSharesMultiply100 is the service's side of the plugin hop of a
-// split domain: round trips of 100 points through Shares to a real Vault
-// with the real plugin. "cpu-x-scalarmult/point" is this process's CPU
-// (the client: JSON, base64, HTTP) per point in ScalarMults timed right
-// after; Vault's and the plugin's CPU are other processes'
-// (scripts/bench-split.sh measures them).
-func BenchmarkSharesMultiply100(b *testing.B) {
+// clockTick is the unit of /proc/<pid>/stat's times (USER_HZ, 100 on
+// Linux).
+const clockTick = 10 * time.Millisecond
+
+// otherCPU is the CPU time (user + system) of the processes pids so far,
+// from /proc/<pid>/stat.
+func otherCPU(b *testing.B, pids ...int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The command name, in parentheses, may hold spaces: fields count
+		// from its closing parenthesis; utime and stime are fields 14 and 15.
+		i := bytes.LastIndexByte(raw, ')')
+		if i < 0 {
+			b.Fatalf("/proc/%d/stat: no command name", pid)
+		}
+		f := bytes.Fields(raw[i+1:])
+		if len(f) < 13 {
+			b.Fatalf("/proc/%d/stat: %d fields", pid, len(f))
+		}
+		for _, s := range f[11:13] {
+			v, err := strconv.ParseInt(string(s), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sum += time.Duration(v) * clockTick
+		}
+	}
+	return sum
+}
+
+// BenchmarkSharesMultiply is the plugin hop of a split domain: round
+// trips of 1 and of 100 points, one at a time, through Shares to a real
+// Vault (with its audit device) and the real plugin. Per point, in
+// ScalarMults timed right after: "client-x-sm" is this process's CPU
+// (JSON, base64, HTTP: the service's side of the hop), "vault-x-sm"
+// Vault's and "plugin-x-sm" the plugin process's (their CPU time in
+// /proc, in clock ticks: run with -benchtime of a second or more). ns/op
+// of points=1 is the hop's latency with every process awake.
+func BenchmarkSharesMultiply(b *testing.B) {
 	e := sharetest.Start(b)
 	ctx := context.Background()
 	splitDomain(b, e, "bench_v1")
 	shares, ref := serviceShares(b, e, "bench_v1", SharesOptions{})
-	const n = 100
 	g := ristretto255.NewGeneratorElement().Bytes()
-	pts, errs := make([][]byte, n), make([]error, n)
-	start := processCPU(b)
-	for b.Loop() {
-		for i := range pts {
-			pts[i], errs[i] = append(pts[i][:0], g...), nil
-		}
-		shares.Multiply(ctx, keys.SharePseudonymize, ref, keys.ShareRef{}, pts, errs)
-		for _, err := range errs {
-			if err != nil {
-				b.Fatal(err)
+	// A first round trip starts the plugin process.
+	first, errs := [][]byte{bytes.Clone(g)}, []error{nil}
+	if shares.Multiply(ctx, keys.SharePseudonymize, ref, keys.ShareRef{}, first, errs); errs[0] != nil {
+		b.Fatal(errs[0])
+	}
+	plugin := vaulttest.Processes(b, filepath.Join(e.PluginDir(), filepath.Base(e.Plugin)))
+	vault := e.Pid()
+	if len(plugin) == 0 || vault == 0 {
+		b.Fatal("no plugin or Vault process")
+	}
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("points=%d", n), func(b *testing.B) {
+			pts, errs := make([][]byte, n), make([]error, n)
+			client, vaultCPU, pluginCPU := processCPU(b), otherCPU(b, vault), otherCPU(b, plugin...)
+			for b.Loop() {
+				for i := range pts {
+					pts[i], errs[i] = append(pts[i][:0], g...), nil
+				}
+				shares.Multiply(ctx, keys.SharePseudonymize, ref, keys.ShareRef{}, pts, errs)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
 			}
-		}
+			client, vaultCPU, pluginCPU = processCPU(b)-client, otherCPU(b, vault)-vaultCPU, otherCPU(b, plugin...)-pluginCPU
+			rounds, round := 5, 200*time.Millisecond
+			if b.N == 1 {
+				rounds, round = 1, time.Millisecond
+			}
+			per := float64(b.N*n) * float64(scalarmult.Median(rounds, round))
+			b.ReportMetric(float64(client)/per, "client-x-sm/point")
+			b.ReportMetric(float64(vaultCPU)/per, "vault-x-sm/point")
+			b.ReportMetric(float64(pluginCPU)/per, "plugin-x-sm/point")
+		})
 	}
-	cpu := processCPU(b) - start
-	rounds, round := 5, 200*time.Millisecond
-	if b.N == 1 {
-		rounds, round = 1, time.Millisecond
-	}
-	b.ReportMetric(float64(cpu)/float64(b.N*n)/float64(scalarmult.Median(rounds, round)), "cpu-x-scalarmult/point")
 }

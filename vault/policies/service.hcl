@@ -58,9 +58,13 @@ path "pseudonymizer/data/domains/+/share" {
 # The plugin that holds the other share k₂ (mounted at
 # "pseudonymizer-shares/", package keyshare): multiply points, and read a
 # domain's metadata (generations; never k₂) to check that the plugin has the
-# generation of the service's k₁ and answers (health).
+# generation of the service's k₁ and answers (health). The service
+# multiplies with PATCH (Vault asks the plugin whether the resource exists
+# before a PUT or POST, a round trip of its own: docs/PROTOCOL.md, decision
+# 25); "update" lets an operator holding this policy try the endpoint with
+# `vault write`: both methods do the same.
 path "pseudonymizer-shares/multiply" {
-  capabilities = ["update"]
+  capabilities = ["update", "patch"]
 }
 
 path "pseudonymizer-shares/domains/+" {
