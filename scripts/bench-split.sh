@@ -55,6 +55,10 @@
 #   BENCH_SERVER_CPU    CPU list of the service, Vault and the plugin (default 0)
 #   BENCH_GEN_CPU       CPU list of pseudobench (default 1)
 #   BENCH_PROFILE=1     the profiles above
+#   BENCH_RUNS          which runs, of "low 1x8 100x2" (the default)
+#   BENCH_GOMAXPROCS    GOMAXPROCS of the service, Vault and the plugin
+#                       (default: Go's, which is the number of CPUs they
+#                       are pinned to: 1)
 #   BENCH_PSEUDOBENCH_FLAGS  extra flags for every pseudobench invocation
 #   BENCH_SERVER_FLAGS  extra flags for the service (after the printed
 #                       command line and -rate 0, which lifts the
@@ -75,10 +79,16 @@ PIN="${BENCH_PIN:-1}"
 SERVER_CPU="${BENCH_SERVER_CPU:-0}"
 GEN_CPU="${BENCH_GEN_CPU:-1}"
 PROFILE="${BENCH_PROFILE:-0}"
+RUNS="${BENCH_RUNS:-low 1x8 100x2}"
+GOMAXPROCS_SIDE="${BENCH_GOMAXPROCS:-}"
 OUT="${BENCH_OUT:-$ROOT/bench/results}"
 for d in "$DURATION" "$LOW_DURATION"; do
 	[[ "$d" =~ ^[1-9][0-9]*s$ ]] || { echo "BENCH_DURATION and BENCH_LOW_DURATION must be whole seconds (10s)"; exit 2; }
 done
+for r in $RUNS; do
+	case "$r" in low | 1x8 | 100x2) ;; *) echo "BENCH_RUNS: unknown run $r (low, 1x8, 100x2)"; exit 2 ;; esac
+done
+[[ -z "$GOMAXPROCS_SIDE" || "$GOMAXPROCS_SIDE" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_GOMAXPROCS must be a positive whole number"; exit 2; }
 [[ "$LOW_RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "BENCH_LOW_RATE must be a number of calls/s"; exit 2; }
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -138,6 +148,7 @@ SB="$TMP/splitbench"
 
 step "start scripts/vault-dev.sh in $DIR ($PINNING)"
 VDEV_ENV=(env "PATH=$TMP/bin:$PATH" "VAULT_BIN=$VAULT_BIN")
+if [ -n "$GOMAXPROCS_SIDE" ]; then VDEV_ENV+=("GOMAXPROCS=$GOMAXPROCS_SIDE"); fi
 if [ "$PROFILE" = 1 ]; then
 	# Reaches the plugin through Vault's environment; off otherwise.
 	VDEV_ENV+=("PSEUDONYMIZER_PLUGIN_CPUPROFILE=$TMP/plugin.pprof")
@@ -184,6 +195,7 @@ echo "Vault pid $VAULT_PID, plugin pid $PLUGIN_PIDS (CPUs $(taskset -pc "$VAULT_
 SERVER_LINE="$SERVER_LINE -rate 0 ${BENCH_SERVER_FLAGS:-}"
 step "start the service: $SERVER_LINE"
 SERVER_ENV=(env "PATH=$TMP/bin:$PATH")
+if [ -n "$GOMAXPROCS_SIDE" ]; then SERVER_ENV+=("GOMAXPROCS=$GOMAXPROCS_SIDE"); fi
 if [ "$PROFILE" = 1 ]; then SERVER_ENV+=("PSEUDONYMIZER_CPUPROFILE=$TMP/server.pprof"); fi
 "${SERVER_ON[@]}" "${SERVER_ENV[@]}" bash -c "exec $SERVER_LINE" >"$TMP/server.out" 2>"$TMP/server.log" &
 SERVER_PID=$!
@@ -226,7 +238,7 @@ run() {
 
 step "runs (split: therlink_v1, single: prescriptions_v1; $PINNING)"
 uptime || true
-for what in low 1x8 100x2; do
+for what in $RUNS; do
 	for m in split single; do
 		d=therlink_v1
 		[ "$m" = single ] && d=prescriptions_v1
