@@ -56,6 +56,9 @@
 #   BENCH_GEN_CPU       CPU list of pseudobench (default 1)
 #   BENCH_PROFILE=1     the profiles above
 #   BENCH_RUNS          which runs, of "low 1x8 100x2" (the default)
+#   BENCH_SCHED         the service side's scheduling policy: other (the
+#                       default) or batch (SCHED_BATCH, chrt -b 0: a
+#                       process woken does not preempt the one running)
 #   BENCH_GOMAXPROCS    GOMAXPROCS of the service, Vault and the plugin
 #                       (default: Go's, which is the number of CPUs they
 #                       are pinned to: 1)
@@ -81,6 +84,7 @@ GEN_CPU="${BENCH_GEN_CPU:-1}"
 PROFILE="${BENCH_PROFILE:-0}"
 RUNS="${BENCH_RUNS:-low 1x8 100x2}"
 GOMAXPROCS_SIDE="${BENCH_GOMAXPROCS:-}"
+SCHED="${BENCH_SCHED:-other}"
 OUT="${BENCH_OUT:-$ROOT/bench/results}"
 for d in "$DURATION" "$LOW_DURATION"; do
 	[[ "$d" =~ ^[1-9][0-9]*s$ ]] || { echo "BENCH_DURATION and BENCH_LOW_DURATION must be whole seconds (10s)"; exit 2; }
@@ -88,6 +92,7 @@ done
 for r in $RUNS; do
 	case "$r" in low | 1x8 | 100x2) ;; *) echo "BENCH_RUNS: unknown run $r (low, 1x8, 100x2)"; exit 2 ;; esac
 done
+case "$SCHED" in other | batch) ;; *) echo "BENCH_SCHED must be other or batch"; exit 2 ;; esac
 [[ -z "$GOMAXPROCS_SIDE" || "$GOMAXPROCS_SIDE" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_GOMAXPROCS must be a positive whole number"; exit 2; }
 [[ "$LOW_RATE" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "BENCH_LOW_RATE must be a number of calls/s"; exit 2; }
 mkdir -p "$OUT"
@@ -100,6 +105,7 @@ secs() { echo "${1%s}"; }
 # shellcheck source=scripts/pinning.sh
 . scripts/pinning.sh
 pin_cpus "service + Vault + plugin" setsid
+if [ "$SCHED" = batch ]; then SERVER_ON=(chrt -b 0 "${SERVER_ON[@]}"); fi
 BOUND=(env)
 if command -v timeout >/dev/null 2>&1; then BOUND=(timeout -k 10); fi
 echo "mode: $PINNING; ceiling for $CORES service-side core(s)"
