@@ -71,6 +71,8 @@ type config struct {
 	// service's round trips to the plugin (vault.SharesOptions).
 	sharesWindow   time.Duration
 	sharesInFlight int
+	// schedBatch: the process runs with SCHED_BATCH (package cpusched).
+	schedBatch bool
 
 	logLevel, logFormat string
 }
@@ -136,6 +138,8 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.sharesWindow, "vault-shares-window", vault.DefaultSharesWindow, "longest `wait` of a point for others to share its round trip to the key-share plugin while one is in flight (50 windows when -vault-shares-inflight are)")
 	fs.IntVar(&c.sharesInFlight, "vault-shares-inflight", vault.DefaultSharesInFlight, "most round trips to the key-share plugin in flight at once before points wait for one to end (fewer, fuller round trips cost less CPU)")
 	fs.StringVar(&c.shareFile, "share-file", "", "JSON `file` (mode 0600) of the service's shares k₁ of split domains, written by pseudoctl -share-file (default: k₁ in Vault KV)")
+
+	fs.BoolVar(&c.schedBatch, "sched-batch", false, "run with Linux's SCHED_BATCH scheduling policy: a thread this process wakes does not preempt the running one (for the service, Vault and its plugin on shared cores; docs/split-keys.md)")
 
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or text")

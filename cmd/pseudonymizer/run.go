@@ -22,6 +22,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/buildinfo"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/cpuprofile"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/cpusched"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/recovered"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/tracing"
@@ -56,6 +57,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log, err := newLogger(c, logOut)
 	if err != nil {
 		return err
+	}
+	if c.schedBatch {
+		if err := cpusched.Batch(); err != nil {
+			return err
+		}
+		log.Info("pseudonymizer: SCHED_BATCH scheduling policy")
 	}
 	// Off unless PSEUDONYMIZER_CPUPROFILE is set (scripts/bench-split.sh).
 	if p := getenv(profileEnv); p != "" {
