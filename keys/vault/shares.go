@@ -97,6 +97,9 @@ type Shares struct {
 	due      time.Time // when the armed timer fires
 
 	roundTrips, items, failures atomic.Uint64
+	// put: the client sends PUT rather than PATCH, after Vault refused a
+	// PATCH (a plugin or a service policy older than PATCH).
+	put atomic.Bool
 }
 
 var _ keys.Multiplier = (*Shares)(nil)
@@ -113,7 +116,7 @@ func NewShares(client *api.Client, mount string, opts SharesOptions) (*Shares, e
 	}
 	// A client of its own, on the parent's address and transport: no
 	// retries of the Vault client's (send has its own), no timeout of the
-	// Vault client's (it would end the request's context when WriteRaw
+	// Vault client's (it would end the request's context when the request
 	// returns, before the answer is read; each round trip has Timeout),
 	// and every answer body bounded, error answers included (the Vault
 	// client reads those whole).
@@ -361,6 +364,49 @@ func retryable(err error) bool {
 // mergePatch is the content type that Vault requires of a PATCH.
 const mergePatch = "application/merge-patch+json"
 
+// post sends a multiply request's body with PATCH, not PUT: before a PUT
+// or POST Vault asks the plugin whether the path's resource exists (a
+// round trip of its own to the plugin process, with the whole request);
+// before a PATCH it does not (docs/PROTOCOL.md, decision 25). Where Vault
+// refuses the PATCH (403: a service policy from before PATCH, with
+// "update" only; 405: a plugin from before PATCH), the client logs it once
+// and sends PUT from then on, this request included: the same endpoint,
+// audited the same way. A PUT refused as well changes nothing (a token
+// without the policy, say): the next request tries PATCH again.
+func (s *Shares) post(ctx context.Context, body []byte) (*api.Response, error) {
+	if s.put.Load() {
+		return s.client.Logical().WriteRawWithContext(ctx, s.path, body)
+	}
+	// The Vault client has no other method that sends a raw body with
+	// PATCH and returns the raw answer: Logical().JSONMergePatch parses it
+	// into maps, the cost that this client avoids.
+	r := s.client.NewRequest(http.MethodPatch, "/v1/"+s.path)
+	r.Headers.Set("Content-Type", mergePatch)
+	r.BodyBytes = body
+	//lint:ignore SA1019 the only raw PATCH of the Vault client (above)
+	resp, err := s.client.RawRequestWithContext(ctx, r)
+	refused := func(err error) (int, bool) {
+		var re *api.ResponseError
+		if errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusMethodNotAllowed) {
+			return re.StatusCode, true
+		}
+		return 0, false
+	}
+	status, ok := refused(err)
+	if !ok {
+		return resp, err
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+	resp, err = s.client.Logical().WriteRawWithContext(ctx, s.path, body)
+	if _, again := refused(err); !again && s.put.CompareAndSwap(false, true) {
+		s.log.Warn("vault: Vault refused PATCH on the key-share plugin's multiply but took PUT: sending PUT from now on, which costs Vault a further round trip to the plugin; upgrade the plugin and the service policy (docs/split-keys.md)",
+			"path", s.path, "status", status)
+	}
+	return resp, err
+}
+
 // errAnswer is an answer of the plugin that does not have the expected
 // shape: not worth trying again.
 var errAnswer = errors.New("unexpected answer")
@@ -448,18 +494,7 @@ func (s *Shares) roundTrip(ctx context.Context, batch []*part) error {
 	}
 	s.roundTrips.Add(1)
 	s.items.Add(uint64(n))
-	// PATCH, not PUT: before a PUT or POST Vault asks the plugin whether
-	// the path's resource exists (a round trip of its own to the plugin
-	// process, with the whole request); before a PATCH it does not
-	// (docs/PROTOCOL.md, decision 25). The Vault client has no other
-	// method that sends a raw body with PATCH and returns the raw answer:
-	// Logical().JSONMergePatch parses it into maps, the cost that WriteRaw
-	// was chosen to avoid.
-	r := s.client.NewRequest(http.MethodPatch, "/v1/"+s.path)
-	r.Headers.Set("Content-Type", mergePatch)
-	r.BodyBytes = body
-	//lint:ignore SA1019 the only raw PATCH of the Vault client (above)
-	resp, err := s.client.RawRequestWithContext(ctx, r)
+	resp, err := s.post(ctx, body)
 	if resp != nil {
 		defer resp.Body.Close()
 	}

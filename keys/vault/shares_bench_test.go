@@ -3,7 +3,6 @@ package vault
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,7 +68,8 @@ func otherCPU(b *testing.B, pids ...int) time.Duration {
 // (JSON, base64, HTTP: the service's side of the hop), "vault-x-sm"
 // Vault's and "plugin-x-sm" the plugin process's (their CPU time in
 // /proc, in clock ticks: run with -benchtime of a second or more). ns/op
-// of points=1 is the hop's latency with every process awake.
+// of points=1 is the hop's latency with every process awake; method=put
+// sends PUT, as before decision 25.
 func BenchmarkSharesMultiply(b *testing.B) {
 	e := sharetest.Start(b)
 	ctx := context.Background()
@@ -107,8 +107,17 @@ func BenchmarkSharesMultiply(b *testing.B) {
 			reportCPU(b, 1, client, vaultCPU, pluginCPU)
 		})
 	}
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("points=%d", n), func(b *testing.B) {
+	// The same with PUT, as before decision 25 (Vault asks the plugin
+	// whether the resource exists first).
+	put, _ := serviceShares(b, e, "bench_v1", SharesOptions{})
+	put.put.Store(true)
+	for _, c := range []struct {
+		name   string
+		n      int
+		shares *Shares
+	}{{"points=1", 1, shares}, {"points=100", 100, shares}, {"points=1,method=put", 1, put}} {
+		n, shares := c.n, c.shares
+		b.Run(c.name, func(b *testing.B) {
 			pts, errs := make([][]byte, n), make([]error, n)
 			client, vaultCPU, pluginCPU := processCPU(b), otherCPU(b, vault), otherCPU(b, plugin...)
 			for b.Loop() {

@@ -3,11 +3,15 @@ package vault
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +25,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
+	"github.com/ehealth-pseudo/pseudonymizer/vault/policies"
 )
 
 // splitDomain creates the split domain name in e's Vault (as the
@@ -38,7 +43,13 @@ func splitDomain(t testing.TB, e *sharetest.Env, name string) {
 // opts, and the reference of the share of domain name.
 func serviceShares(t testing.TB, e *sharetest.Env, name string, opts SharesOptions) (*Shares, keys.ShareRef) {
 	t.Helper()
-	svc := NewStore(e.ClientWithToken(t, e.ServiceToken), "", Service)
+	return sharesWithToken(t, e, e.ServiceToken, name, opts)
+}
+
+// sharesWithToken is serviceShares with another token of the service's.
+func sharesWithToken(t testing.TB, e *sharetest.Env, token, name string, opts SharesOptions) (*Shares, keys.ShareRef) {
+	t.Helper()
+	svc := NewStore(e.ClientWithToken(t, token), "", Service)
 	svc.SetShares(ShareConfig{Options: opts})
 	d, err := svc.Domain(context.Background(), name)
 	if err != nil {
@@ -201,6 +212,94 @@ func TestSharesStall(t *testing.T) {
 	if armed || queued != 0 {
 		t.Fatalf("timer armed %t with %d parts queued", armed, queued)
 	}
+}
+
+// TestSharesPatch: the client multiplies with PATCH (decision 25), which
+// Vault audits as such; with a service policy from before PATCH ("update"
+// only on multiply) Vault refuses it, and the client sends PUT from then
+// on, saying so once; a token that may do neither fails UNAVAILABLE and
+// does not switch.
+func TestSharesPatch(t *testing.T) {
+	e := sharetest.Start(t)
+	splitDomain(t, e, "patch_v1")
+	old := strings.Replace(policies.Service, `capabilities = ["update", "patch"]`, `capabilities = ["update"]`, 1)
+	none := strings.Replace(policies.Service, `capabilities = ["update", "patch"]`, `capabilities = ["read"]`, 1)
+	if old == policies.Service || none == policies.Service {
+		t.Fatal("the service policy no longer grants multiply as this test expects")
+	}
+	e.WritePolicy(t, "service-before-patch", old)
+	e.WritePolicy(t, "service-no-multiply", none)
+	g := ristretto255.NewGeneratorElement().Bytes()
+	multiply := func(sh *Shares, ref keys.ShareRef) error {
+		pts, errs := [][]byte{bytes.Clone(g)}, []error{nil}
+		sh.Multiply(context.Background(), keys.SharePseudonymize, ref, keys.ShareRef{}, pts, errs)
+		return errs[0]
+	}
+	for _, tc := range []struct {
+		policy   string
+		ok, put  bool
+		warnings int
+	}{
+		{"pseudonymizer-service", true, false, 0},
+		{"service-before-patch", true, true, 1},
+		{"service-no-multiply", false, false, 0},
+	} {
+		var logs syncBuffer
+		sh, ref := sharesWithToken(t, e, e.TokenOnly(t, tc.policy), "patch_v1",
+			SharesOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		for i := range 3 {
+			err := multiply(sh, ref)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, keys.ErrUnavailable)) {
+				t.Fatalf("%s, multiply %d: %v; want success %t", tc.policy, i, err, tc.ok)
+			}
+		}
+		if sh.put.Load() != tc.put {
+			t.Errorf("%s: sends PUT %t, want %t", tc.policy, sh.put.Load(), tc.put)
+		}
+		if n := strings.Count(logs.String(), "refused PATCH"); n != tc.warnings {
+			t.Errorf("%s: %d warnings of PATCH refused, want %d:\n%s", tc.policy, n, tc.warnings, logs.String())
+		}
+	}
+	// Vault's audit device has the multiplications with their method.
+	raw, err := os.ReadFile(e.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]int{}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var entry struct {
+			Type    string `json:"type"`
+			Request struct {
+				Operation string `json:"operation"`
+				Path      string `json:"path"`
+			} `json:"request"`
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(line, &entry) == nil && entry.Type == "response" && entry.Request.Path == e.SharesMount+"/multiply" && entry.Error == "" {
+			ops[entry.Request.Operation]++
+		}
+	}
+	if ops["patch"] < 3 || ops["update"] < 3 {
+		t.Errorf("audited multiplications by operation: %v; want at least 3 patch and 3 update", ops)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestSharesBoundedAnswers: the client reads at most maxAnswer bytes of
