@@ -11,8 +11,17 @@ import (
 )
 
 // TestRunSchedBatch: with -sched-batch every thread of the process runs
-// SCHED_BATCH while the service serves (run is in this test's process).
+// SCHED_BATCH while the service serves (run is in this test's process,
+// which goes back to SCHED_OTHER after the service stops).
 func TestRunSchedBatch(t *testing.T) {
+	if err := cpusched.Normal(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cpusched.Normal(); err != nil {
+			t.Error(err)
+		}
+	})
 	startRun(t, []string{"-dev", "-listen", "127.0.0.1:0", "-metrics-listen", "", "-data-dir", t.TempDir(), "-sched-batch"})
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {

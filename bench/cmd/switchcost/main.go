@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command switchcost measures what sharing one CPU costs a ScalarMult loop
 // when two processes hand work to each other, as the service, Vault and
 // the key-share plugin do when they share a core (docs/split-keys.md,
@@ -16,7 +18,9 @@
 // does not preempt the running one), -gomaxprocs sets their GOMAXPROCS.
 // Usage:
 //
-//	switchcost [-cpu 0] [-batch 100] [-duration 3s] [-sched other|batch] [-gomaxprocs n]
+//	switchcost [-cpu n] [-batch 100] [-duration 3s] [-sched other|batch] [-gomaxprocs n]
+//
+// -cpu defaults to the first CPU this process may run on. Linux only.
 package main
 
 import (
@@ -52,7 +56,15 @@ func main() {
 
 func run(args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("switchcost", flag.ContinueOnError)
-	cpu := fs.Int("cpu", 0, "the `CPU` every process runs on")
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return err
+	}
+	first := 0
+	for !allowed.IsSet(first) && first < len(allowed)*64 {
+		first++
+	}
+	cpu := fs.Int("cpu", first, "the `CPU` every process runs on (default: the first this process may use)")
 	batch := fs.Int("batch", 100, "ScalarMults between two hand-offs")
 	d := fs.Duration("duration", 3*time.Second, "duration of each measurement")
 	sched := fs.String("sched", "other", "scheduling `policy` of the processes: other or batch")
@@ -68,20 +80,39 @@ func run(args []string, w io.Writer) error {
 	if !ok {
 		return fmt.Errorf("-sched %q: other or batch", *sched)
 	}
-	// Children inherit the affinity of the thread that starts them.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if *cpu < 0 || !allowed.IsSet(*cpu) {
+		return fmt.Errorf("-cpu %d: not a CPU this process may use", *cpu)
+	}
+	// Children inherit the affinity and policy of the thread that starts
+	// them: a thread of its own, which ends with its goroutine, still
+	// locked, so that no other goroutine runs pinned.
+	errc := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("panic: %v", r)
+			}
+		}()
+		runtime.LockOSThread()
+		errc <- measureAll(w, *cpu, pol, *sched, *procs, *batch, *d)
+	}()
+	return <-errc
+}
+
+// measureAll pins the calling thread to cpu, gives it policy pol, and
+// runs and prints the three measurements.
+func measureAll(w io.Writer, cpu int, pol uint32, sched string, procs, batch int, d time.Duration) error {
 	var set unix.CPUSet
-	set.Set(*cpu)
+	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("pinning to CPU %d: %v", *cpu, err)
+		return fmt.Errorf("pinning to CPU %d: %v", cpu, err)
 	}
 	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: pol}, 0); err != nil {
-		return fmt.Errorf("scheduling policy %s: %v", *sched, err)
+		return fmt.Errorf("scheduling policy %s: %v", sched, err)
 	}
 	env := os.Environ()
-	if *procs > 0 {
-		env = append(env, "GOMAXPROCS="+strconv.Itoa(*procs))
+	if procs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(procs))
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -89,7 +120,7 @@ func run(args []string, w io.Writer) error {
 	}
 	var solo float64
 	for _, mode := range []string{"solo", "sliced", "handoff"} {
-		us, err := measure(self, env, mode, *batch, *d)
+		us, err := measure(self, env, mode, batch, d)
 		if err != nil {
 			return fmt.Errorf("%s: %v", mode, err)
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -48,7 +50,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunRefuses(t *testing.T) {
-	for _, args := range [][]string{{"-batch", "0"}, {"-duration", "0s"}, {"-sched", "fifo"}, {"-gomaxprocs", "-1"}} {
+	for _, args := range [][]string{{"-batch", "0"}, {"-duration", "0s"}, {"-sched", "fifo"}, {"-gomaxprocs", "-1"}, {"-cpu", "-1"}, {"-cpu", "100000"}} {
 		if err := run(args, &strings.Builder{}); err == nil {
 			t.Errorf("%v: no error", args)
 		}
