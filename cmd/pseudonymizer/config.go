@@ -139,7 +139,7 @@ func (c *config) flags(stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.sharesInFlight, "vault-shares-inflight", vault.DefaultSharesInFlight, "most round trips to the key-share plugin in flight at once before points wait for one to end (fewer, fuller round trips cost less CPU)")
 	fs.StringVar(&c.shareFile, "share-file", "", "JSON `file` (mode 0600) of the service's shares k₁ of split domains, written by pseudoctl -share-file (default: k₁ in Vault KV)")
 
-	fs.BoolVar(&c.schedBatch, "sched-batch", false, "run with Linux's SCHED_BATCH scheduling policy: a thread this process wakes does not preempt the running one (for the service, Vault and its plugin on shared cores; docs/split-keys.md)")
+	fs.BoolVar(&c.schedBatch, "sched-batch", false, "run with Linux's SCHED_BATCH scheduling policy: a thread of this process, when woken, does not preempt the running one (for the service, Vault and its plugin on shared cores; docs/split-keys.md)")
 
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "json or text")
