@@ -81,7 +81,9 @@ func switchAll(from, to uint32) (err error) {
 			}
 			done[tid] = true
 		}
-		if clean = map[bool]int{true: 0, false: clean + 1}[fresh]; clean == 2 {
+		if fresh {
+			clean = 0
+		} else if clean++; clean == 2 {
 			return nil
 		}
 	}
