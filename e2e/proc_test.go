@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,26 +19,9 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 )
-
-// logBuffer collects the output of a process, safely for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *logBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *logBuffer) Bytes() []byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Clone(w.b.Bytes())
-}
 
 func tail(b []byte, n int) string {
 	if len(b) > n {
@@ -52,8 +34,8 @@ func tail(b []byte, n int) string {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout *logBuffer
-	stderr *logBuffer
+	stdout *syncbuf.Buffer
+	stderr *syncbuf.Buffer
 	exited chan struct{}
 }
 
@@ -63,7 +45,7 @@ func startProc(t testing.TB, name, bin string, env []string, args ...string) *pr
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
-	p := &proc{name: name, cmd: cmd, stdout: &logBuffer{}, stderr: &logBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -207,32 +206,14 @@ func TestDevLoopbackOnly(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var servingRE = regexp.MustCompile(`serving gRPC on (\S+)`)
 
 // startRun runs the command until the test ends and returns the gRPC
 // address it serves.
-func startRun(t *testing.T, args []string) (addr string, stdout *syncBuffer) {
+func startRun(t *testing.T, args []string) (addr string, stdout *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, env(nil), stdout, stderr) }()
 	t.Cleanup(func() {

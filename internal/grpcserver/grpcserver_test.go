@@ -1,7 +1,6 @@
 package grpcserver_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +35,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/testpki"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -48,29 +47,6 @@ const (
 	cnPharmacy    = "pharmacy-cn"
 	jwtUser       = "jwt-user"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // keyFixture is a file store with one domain and a cache over it.
 type keyFixture struct {
@@ -512,7 +488,7 @@ func TestMetricsEndpoint(t *testing.T) {
 }
 
 func TestAuditRecord(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	_, conn := bufconnServer(t, grpcserver.Config{
 		Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{Dev: true}),
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -63,7 +64,7 @@ func devCtx(t *testing.T, principal string) context.Context {
 // body been read first, it would be RESOURCE_EXHAUSTED or INVALID_ARGUMENT),
 // and the refusal is audited.
 func TestUnauthenticatedRefusedBeforeBody(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	js := startJWTServer(t, func(c *grpcserver.Config) {
 		c.MaxBatch, c.Logger = 10, slog.New(slog.NewJSONHandler(logs, nil))
 	})
@@ -131,7 +132,7 @@ func TestBatchTooLargeBeforeRateAccounting(t *testing.T) {
 // TestMalformedRequests: a request that does not decode is INVALID_ARGUMENT
 // with ERROR_REASON_MALFORMED_REQUEST, unary or stream, and it is audited.
 func TestMalformedRequests(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	_, conn := bufconnServer(t, grpcserver.Config{
 		Keys: newKeys(t, time.Hour).cache, Auth: auth.New(auth.Config{Dev: true}),
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),

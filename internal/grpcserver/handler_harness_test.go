@@ -21,6 +21,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/servertest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
 	"github.com/ehealth-pseudo/pseudonymizer/owner"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
@@ -62,7 +63,7 @@ type env struct {
 	t      *testing.T
 	store  *keys.FileStore
 	cache  *keys.Cache
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	log    *slog.Logger
 	srv    *grpcserver.Server
 	client pb.PseudonymizerClient
@@ -73,7 +74,7 @@ type env struct {
 func newEnv(t *testing.T, configure ...func(*grpcserver.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, logs: &syncBuffer{}, owners: map[string]*owner.Owner{}}
+	e := &env{t: t, logs: &syncbuf.Buffer{}, owners: map[string]*owner.Owner{}}
 	e.log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
 	e.store, err = keys.OpenFileStore(filepath.Join(t.TempDir(), "keys.json"), true)

@@ -29,6 +29,7 @@ import (
 	"github.com/ehealth-pseudo/pseudonymizer/internal/auth"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/grpcserver"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/rpcstatus"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	pb "github.com/ehealth-pseudo/pseudonymizer/proto/pseudonymizer/v1"
 	"github.com/ehealth-pseudo/pseudonymizer/pseudonym"
 )
@@ -364,11 +365,11 @@ func TestRESTAuditAndMetrics(t *testing.T) {
 type restJWT struct {
 	*jwtServer
 	base string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func startRESTJWT(t *testing.T, rest grpcserver.RESTConfig, configure func(*grpcserver.Config)) *restJWT {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	js := startJWTServer(t, func(c *grpcserver.Config) {
 		c.REST = &rest
 		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))

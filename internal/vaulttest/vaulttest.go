@@ -37,6 +37,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/hashicorp/vault/api"
 )
 
@@ -65,7 +66,7 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *syncWriter
+	log    *syncbuf.Buffer
 }
 
 // Option changes how Start runs the server.
@@ -270,7 +271,7 @@ func (s *Server) start() error {
 	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "TMPDIR=" + s.dir}
-	log := &syncWriter{}
+	log := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -574,24 +575,6 @@ func (s *Server) appRole(t testing.TB, role string, ttl, maxTTL time.Duration, n
 	}
 	secretID, _ = sec.Data["secret_id"].(string)
 	return roleID, secretID
-}
-
-// syncWriter collects the output of the server.
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
 
 func tail(s string, n int) string {

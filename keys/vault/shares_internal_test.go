@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/ehealth-pseudo/pseudonymizer/internal/sharetest"
+	"github.com/ehealth-pseudo/pseudonymizer/internal/syncbuf"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/vaulttest"
 	"github.com/ehealth-pseudo/pseudonymizer/internal/waitfor"
 	"github.com/ehealth-pseudo/pseudonymizer/keys"
@@ -244,7 +245,7 @@ func TestSharesPatch(t *testing.T) {
 		{"service-before-patch", true, true, 1},
 		{"service-no-multiply", false, false, 0},
 	} {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		sh, ref := sharesWithToken(t, e, e.TokenOnly(t, tc.policy), "patch_v1",
 			SharesOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		for i := range 3 {
@@ -282,24 +283,6 @@ func TestSharesPatch(t *testing.T) {
 	if ops["patch"] < 3 || ops["update"] < 3 {
 		t.Errorf("audited multiplications by operation: %v; want at least 3 patch and 3 update", ops)
 	}
-}
-
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSharesBoundedAnswers: the client reads at most maxAnswer bytes of
